@@ -1,0 +1,76 @@
+/* conf.h: the configuration snapshot. A snapshot is immutable once loaded and
+ * reference-counted: a reload builds a new one and batches in flight keep the
+ * one they started with. */
+#ifndef FANOUTD_CONF_H
+#define FANOUTD_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONF_MAX_LISTEN 16
+#define CONF_MAX_CIDR 256
+
+struct conf_cidr {
+	int family;		/* AF_INET or AF_INET6 */
+	uint8_t addr[16];	/* network address, host bits cleared */
+	unsigned prefix;
+};
+
+struct conf {
+	unsigned refcnt;
+
+	char *listen[CONF_MAX_LISTEN];	/* "HOST:PORT", "[V6]:PORT" or "unix:/path" */
+	size_t nlisten;
+
+	unsigned max_batch;
+	unsigned max_batches;
+	size_t max_request_bytes;
+	unsigned max_connections;
+	unsigned max_per_host;
+	unsigned concurrency;
+	unsigned per_host;
+	unsigned timeout_ms;
+	unsigned connect_timeout_ms;
+	size_t max_body_bytes;
+	unsigned follow_redirects;
+	unsigned deadline_ms;
+	unsigned idle_timeout_s;
+	char *dns_server;		/* NULL: resolv.conf and hosts */
+	unsigned dns_min_ttl_s;
+	unsigned dns_max_ttl_s;
+	unsigned dns_negative_ttl_s;
+	char *ca_file;			/* NULL: system trust store */
+	struct conf_cidr deny[CONF_MAX_CIDR];
+	size_t ndeny;
+	struct conf_cidr allow[CONF_MAX_CIDR];
+	size_t nallow;
+	unsigned drain_timeout_s;
+	int log_level;
+
+	/* Bounds the contract leaves to us (documented in doc/config.md). */
+	size_t max_header_bytes;	/* one upstream response header block */
+	size_t output_buffer_bytes;	/* a batch's unsent output before it stops dispatching */
+	unsigned dns_cache_size;	/* names kept in the DNS cache */
+};
+
+/* A snapshot holding every default. */
+struct conf *conf_new_default(void);
+
+/* Parses FILE into a new snapshot. On failure returns NULL and writes every
+ * problem found, one "FILE:LINE: what" per line, to errs. */
+struct conf *conf_load(const char *path, FILE *errs);
+
+/* Parses one "HOST:PORT"/"[V6]:PORT"/"unix:/path" listener string; used by
+ * both the file and -l, so they reject the same things. */
+int conf_listen_valid(const char *s, const char **why);
+
+/* Replaces the snapshot's listeners with the given ones (from -l). */
+int conf_set_listen(struct conf *c, char *const *listen, size_t n, const char **why);
+
+int conf_cidr_parse(const char *s, struct conf_cidr *out, const char **why);
+
+struct conf *conf_ref(struct conf *c);
+void conf_unref(struct conf *c);
+
+#endif

@@ -1,0 +1,83 @@
+/* h1.h: a strict, incremental HTTP/1.1 response reader.
+ *
+ * Written by hand on purpose: libevent 2.1's evhttp client frames responses
+ * leniently (TE other than chunked, TE+CL, duplicate CL, bare LF, empty bodies
+ * on keep-alive connections without framing) and on a pooled connection that
+ * lets one response's bytes become another's. http-parser is unmaintained and
+ * llhttp is not packaged for Debian 12. Every framing anomaly here is an error,
+ * and the caller never reuses that connection. */
+#ifndef FANOUTD_H1_H
+#define FANOUTD_H1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+enum h1_rc {
+	H1_AGAIN = 0,	/* need more input */
+	H1_DONE = 1,	/* the head (or the body) is complete */
+	H1_ERROR = -1,	/* malformed: why says how; the connection is unusable */
+	H1_TOO_BIG = -2,	/* the header block passed its limit */
+};
+
+enum h1_framing {
+	H1_NOBODY,	/* HEAD, 1xx, 204, 304 */
+	H1_LENGTH,	/* Content-Length */
+	H1_CHUNKED,	/* Transfer-Encoding: chunked */
+	H1_CLOSE,	/* neither: the body runs to connection close */
+};
+
+struct h1_header {
+	const char *name;	/* points into the head's block, not NUL-terminated */
+	size_t namelen;
+	const char *value;	/* surrounding whitespace trimmed */
+	size_t valuelen;
+};
+
+#define H1_MAX_HEADERS 256
+
+struct h1_head {
+	int status;			/* 100..999 */
+	int minor;			/* HTTP/1.<minor>: 0 or 1 */
+	char *block;			/* owned copy of the header block */
+	size_t blocklen;
+	struct h1_header *headers;	/* owned array */
+	size_t nheaders;
+	enum h1_framing framing;
+	uint64_t length;		/* with H1_LENGTH */
+	int keep_alive;			/* the connection may serve another request after this body */
+	const char *content_encoding;	/* points into block, NUL-terminated copy; NULL if none */
+};
+
+/* Takes one complete response head off the front of buf once it is all there.
+ * head_request: the request was HEAD (no body whatever the headers say).
+ * Returns H1_AGAIN while the head is incomplete and under max_bytes,
+ * H1_DONE with *h filled (free with h1_head_clear), or H1_ERROR/H1_TOO_BIG.
+ * Interim 1xx heads are returned like any other; the caller skips them. */
+int h1_parse_head(struct evbuffer *buf, size_t max_bytes, int head_request,
+    struct h1_head *h, const char **why);
+
+void h1_head_clear(struct h1_head *h);
+
+/* Case-insensitive lookup of the first header called name; NULL if absent. */
+const struct h1_header *h1_find(const struct h1_head *h, const char *name);
+
+struct h1_body {
+	enum h1_framing framing;
+	uint64_t remaining;	/* of Content-Length, or of the current chunk */
+	int state;		/* private to h1.c */
+	size_t linelen;		/* private: bytes of a chunk-size or trailer line seen */
+};
+
+void h1_body_init(struct h1_body *b, const struct h1_head *h);
+
+/* Moves payload bytes (transfer coding removed) from in to out, without
+ * copying where the buffers allow. eof: the peer has closed. Returns H1_AGAIN
+ * (more to come), H1_DONE (complete; bytes left in in are the caller's
+ * problem: a response we did not ask for), or H1_ERROR with why (bad chunk
+ * framing, a body cut short by close). */
+int h1_body_read(struct h1_body *b, struct evbuffer *in, struct evbuffer *out, int eof,
+    const char **why);
+
+#endif

@@ -1,0 +1,33 @@
+#!/bin/sh
+# Installs the Debian packages fanoutd needs, and only those missing, so it is
+# cheap to run before every build. POSIX sh on purpose: it is the first thing a
+# bare Debian 12 (no make, no compiler, no python3) runs.
+#   sh scripts/deps.sh          build and run
+#   sh scripts/deps.sh test     also what the tests need
+#   sh scripts/deps.sh bench    also what scripts/bench needs
+set -eu
+
+build="make gcc libc6-dev pkg-config libevent-dev libjansson-dev libssl-dev libsystemd-dev zlib1g-dev"
+test="python3 python3-pytest dnsmasq curl openssl"
+bench="nginx libnginx-mod-http-echo wrk curl python3-aiohttp time valgrind"
+
+want=$build
+for extra in "$@"; do
+	case $extra in
+	test) want="$want $test" ;;
+	bench) want="$want $test $bench" ;;
+	*) echo "deps.sh: unknown set '$extra' (test, bench)" >&2; exit 2 ;;
+	esac
+done
+
+missing=
+for p in $want; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+sudo=
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+echo "deps.sh: installing$missing" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
