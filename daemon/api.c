@@ -1,0 +1,119 @@
+/* api.c: see api.h. */
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "api.h"
+#include "batch.h"
+#include "conf.h"
+#include "metrics.h"
+
+static struct {
+	struct conf *conf;
+	int stopping;
+} api;
+
+static void
+api_reply(struct evhttp_request *req, int status, const char *type, const char *body)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	evbuffer_add(out, body, strlen(body));
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+	evhttp_send_reply(req, status, NULL, out);
+	evbuffer_free(out);
+}
+
+static void
+api_error(struct evhttp_request *req, int status, const char *kind, const char *msg,
+    const char *allow)
+{
+	char body[256];
+
+	if (allow != NULL)
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+	if (status == 503)
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+	snprintf(body, sizeof(body), "{\"error\":{\"kind\":\"%s\",\"message\":\"%s\"}}\n", kind,
+	    msg);
+	api_reply(req, status, "application/json", body);
+}
+
+static void
+api_metrics(struct evhttp_request *req)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	metrics_render(out);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	    "text/plain; version=0.0.4");
+	evhttp_send_reply(req, 200, NULL, out);
+	evbuffer_free(out);
+}
+
+static void
+api_route(struct evhttp_request *req, void *arg)
+{
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	int get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+
+	(void)arg;
+	if (path == NULL)
+		path = "";
+	if (strcmp(path, "/v1/batch") == 0) {
+		if (cmd != EVHTTP_REQ_POST)
+			api_error(req, 405, "method_not_allowed", "use POST", "POST");
+		else if (api.stopping) {
+			metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
+			api_error(req, 503, "overloaded", "shutting down", NULL);
+		} else
+			batch_handle(req, api.conf);
+	} else if (strcmp(path, "/healthz") == 0) {
+		if (get)
+			api_reply(req, 200, "application/json", "{\"status\":\"ok\"}\n");
+		else
+			api_error(req, 405, "method_not_allowed", "use GET", "GET, HEAD");
+	} else if (strcmp(path, "/metrics") == 0) {
+		if (get)
+			api_metrics(req);
+		else
+			api_error(req, 405, "method_not_allowed", "use GET", "GET, HEAD");
+	} else
+		api_error(req, 404, "not_found", "no such endpoint", NULL);
+}
+
+void
+api_init(struct evhttp *http, struct conf *c)
+{
+	api.conf = conf_ref(c);
+	/* Every method reaches api_route, so a wrong one gets our JSON 405. */
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+	    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+	    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	evhttp_set_gencb(http, api_route, NULL);
+}
+
+void
+api_set_conf(struct conf *c)
+{
+	struct conf *old = api.conf;
+
+	api.conf = conf_ref(c);
+	conf_unref(old);
+}
+
+void
+api_stop_accepting(void)
+{
+	api.stopping = 1;
+}
+
+void
+api_shutdown(void)
+{
+	conf_unref(api.conf);
+	api.conf = NULL;
+}

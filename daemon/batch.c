@@ -1,0 +1,506 @@
+/* batch.c: see batch.h.
+ *
+ * Lifetime: a batch is freed, on a later loop turn, once all its requests
+ * have their results and either its document has been sent whole
+ * (on_complete) or its caller has gone (the connection's close callback).
+ * Results are written as they come; with order "input" a result that comes
+ * early waits, encoded, in its slot, and counts as unsent output. When the
+ * unsent output passes output_buffer_bytes the batch stops dispatching new
+ * requests until the caller has read it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "batch.h"
+#include "conf.h"
+#include "intake.h"
+#include "log.h"
+#include "metrics.h"
+#include "result.h"
+#include "sched.h"
+#include "upstream.h"
+
+struct batch {
+	unsigned id;
+	struct evhttp_request *req;	/* NULL once the caller is gone */
+	struct evhttp_connection *evcon;
+	struct event *closewatch;	/* sees the caller hang up while we wait */
+	struct conf *conf;
+	json_t *doc;
+	struct bopts opts;
+	struct sched_batch sb;
+	TAILQ_HEAD(, ureq) live;	/* requests without a result yet */
+	size_t n, done, responses, errors;
+	uint64_t t_start;
+	struct event *deadline;
+	struct evbuffer *scratch;
+	struct evbuffer **slots;	/* order "input": results waiting their turn */
+	size_t next_out;
+	size_t slot_bytes;
+	int wrote_first;
+	int intake_done;
+	int complete;			/* 0 once cut short */
+	int finishing;			/* summary written */
+	int released;			/* free scheduled */
+	char caller[64];
+	TAILQ_ENTRY(batch) link;
+};
+
+static struct {
+	struct event_base *base;
+	TAILQ_HEAD(, batch) all;
+	unsigned count;
+	unsigned next_id;
+	void (*idle)(void);
+} bs;
+
+void
+batch_init(struct event_base *base, void (*idle)(void))
+{
+	bs.base = base;
+	bs.idle = idle;
+	TAILQ_INIT(&bs.all);
+}
+
+unsigned
+batch_count(void)
+{
+	return bs.count;
+}
+
+struct sched_batch *
+batch_sb(struct batch *b)
+{
+	return &b->sb;
+}
+
+static void
+batch_reply_error(struct evhttp_request *req, int status, const char *kind, const char *msg)
+{
+	struct evbuffer *out = evbuffer_new();
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	json_t *v = json_pack("{s:{s:s,s:s}}", "error", "kind", kind, "message", msg);
+	char *text = json_dumps(v, JSON_COMPACT);
+
+	evbuffer_add_printf(out, "%s\n", text);
+	evhttp_add_header(h, "Content-Type", "application/json");
+	if (status == 503)
+		evhttp_add_header(h, "Retry-After", "1");
+	evhttp_send_reply(req, status, NULL, out);
+	free(text);
+	json_decref(v);
+	evbuffer_free(out);
+}
+
+static void
+batch_free(evutil_socket_t fd, short what, void *arg)
+{
+	struct batch *b = arg;
+
+	(void)fd;
+	(void)what;
+	TAILQ_REMOVE(&bs.all, b, link);
+	bs.count--;
+	metrics.batches_in_flight--;
+	sched_batch_fini(&b->sb);
+	if (b->slots != NULL)
+		for (size_t i = 0; i < b->n; i++)
+			if (b->slots[i] != NULL)
+				evbuffer_free(b->slots[i]);
+	free(b->slots);
+	if (b->deadline != NULL)
+		event_free(b->deadline);
+	evbuffer_free(b->scratch);
+	json_decref(b->doc);
+	conf_unref(b->conf);
+	free(b);
+	if (bs.count == 0 && bs.idle != NULL)
+		bs.idle();
+}
+
+/* Lets go of the caller's connection and schedules the free. Only called
+ * when every request has its result. */
+static void
+batch_release(struct batch *b)
+{
+	if (b->released)
+		return;
+	b->released = 1;
+	if (b->closewatch != NULL) {
+		event_free(b->closewatch);
+		b->closewatch = NULL;
+	}
+	if (b->evcon != NULL)
+		evhttp_connection_set_closecb(b->evcon, NULL, NULL);
+	b->evcon = NULL;
+	b->req = NULL;
+	event_base_once(bs.base, -1, EV_TIMEOUT, batch_free, b, NULL);
+}
+
+static size_t
+batch_unsent(struct batch *b)
+{
+	size_t n = b->slot_bytes;
+
+	if (b->evcon != NULL)
+		n += evbuffer_get_length(bufferevent_get_output(
+		    evhttp_connection_get_bufferevent(b->evcon)));
+	return n;
+}
+
+/* Pauses or resumes dispatching by the output the caller has not read. */
+static void
+batch_pressure(struct batch *b)
+{
+	int paused = batch_unsent(b) > b->conf->output_buffer_bytes;
+
+	b->sb.need_index = b->opts.order_input ? b->next_out : SIZE_MAX;
+	if (paused != b->sb.paused) {
+		log_debug("batch %u: %s", b->id, paused ? "caller is slow: pausing" : "resuming");
+		b->sb.paused = paused;
+	}
+	sched_batch_changed(&b->sb);
+}
+
+static void
+batch_drained(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	batch_pressure(arg);
+}
+
+static void
+batch_send(struct batch *b, struct evbuffer *buf)
+{
+	metrics.bytes_out += evbuffer_get_length(buf);
+	evhttp_send_reply_chunk_with_cb(b->req, buf, batch_drained, b);
+}
+
+/* Writes one encoded result, with the separator the format wants. */
+static void
+batch_emit(struct batch *b, struct evbuffer *enc)
+{
+	if (b->opts.ndjson)
+		evbuffer_add(enc, "\n", 1);
+	else if (b->wrote_first)
+		evbuffer_prepend(enc, ",\n", 2);
+	b->wrote_first = 1;
+	batch_send(b, enc);
+}
+
+static void
+batch_summary(struct batch *b)
+{
+	struct evbuffer *out = b->scratch;
+	double elapsed = (double)(now_us() - b->t_start) / 1000.0;
+
+	/* NDJSON: a last line of its own; JSON: the document's last member. */
+	evbuffer_add_printf(out, "%s\"summary\":{\"total\":%zu,\"responses\":%zu,\"errors\":%zu,"
+	    "\"complete\":%s,\"elapsed_ms\":%.1f}}\n",
+	    b->opts.ndjson ? "{" : "\n],\n", b->n, b->responses, b->errors,
+	    b->complete ? "true" : "false", elapsed);
+	batch_send(b, out);
+}
+
+static void batch_finish(struct batch *b);
+
+void
+batch_result(struct batch *b, struct ureq *r)
+{
+	if (r->t_queued != 0)
+		TAILQ_REMOVE(&b->live, r, blink);
+	b->done++;
+	if (r->kind == KIND_NONE)
+		b->responses++;
+	else
+		b->errors++;
+	if (b->req != NULL) {
+		const json_t *elem = json_array_get(json_object_get(b->doc, "requests"), r->index);
+		if (b->opts.order_input && r->index != b->next_out) {
+			b->slots[r->index] = evbuffer_new();
+			result_write(b->slots[r->index], r, elem, b->t_start);
+			b->slot_bytes += evbuffer_get_length(b->slots[r->index]);
+		} else {
+			result_write(b->scratch, r, elem, b->t_start);
+			batch_emit(b, b->scratch);
+			b->next_out++;
+			while (b->opts.order_input && b->next_out < b->n &&
+			    b->slots[b->next_out] != NULL) {
+				struct evbuffer *s = b->slots[b->next_out];
+				b->slot_bytes -= evbuffer_get_length(s);
+				batch_emit(b, s);
+				evbuffer_free(s);
+				b->slots[b->next_out++] = NULL;
+			}
+		}
+	}
+	upstream_free(r);
+	if (b->intake_done && b->done == b->n)
+		batch_finish(b);
+	else if (b->req != NULL)
+		batch_pressure(b);
+}
+
+static void
+batch_finish(struct batch *b)
+{
+	double elapsed = (double)(now_us() - b->t_start) / 1000.0;
+
+	if (b->finishing)
+		return;
+	b->finishing = 1;
+	if (b->deadline != NULL)
+		evtimer_del(b->deadline);
+	log_info("batch %u: caller %s, %zu requests, %zu errors, %s, %.1f ms", b->id, b->caller,
+	    b->n, b->errors, b->req == NULL ? "caller gone" : b->complete ? "complete" : "cut short",
+	    elapsed);
+	if (b->req == NULL) {
+		batch_release(b);
+		return;
+	}
+	batch_summary(b);
+	evhttp_send_reply_end(b->req);
+}
+
+/* Ends every request still without a result with kind; each result is
+ * written (if the caller is there) as for any other end. */
+static void
+batch_abort(struct batch *b, enum kind kind, const char *why)
+{
+	struct ureq *r;
+
+	b->complete = 0;
+	while ((r = TAILQ_FIRST(&b->live)) != NULL) {
+		sched_remove(r);
+		upstream_abort(r, kind, why);
+	}
+}
+
+static void
+batch_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct batch *b = arg;
+	char why[64];
+
+	(void)fd;
+	(void)what;
+	snprintf(why, sizeof(why), "batch deadline of %u ms reached", b->opts.deadline_ms);
+	batch_abort(b, KIND_DEADLINE, why);
+}
+
+void
+batch_cancel_all(const char *why)
+{
+	struct batch *b;
+
+	TAILQ_FOREACH(b, &bs.all, link)
+		batch_abort(b, KIND_CANCELLED, why);
+}
+
+/* The caller's connection is going away: stop writing, cancel the rest. */
+static void
+batch_caller_gone(struct evhttp_connection *evcon, void *arg)
+{
+	struct batch *b = arg;
+
+	(void)evcon;
+	if (b->finishing) {
+		batch_release(b);
+		return;
+	}
+	log_debug("batch %u: caller went away", b->id);
+	b->req = NULL;
+	b->evcon = NULL;
+	if (b->closewatch != NULL) {
+		event_free(b->closewatch);
+		b->closewatch = NULL;
+	}
+	batch_abort(b, KIND_CANCELLED, "the caller went away");
+	if (!b->finishing && b->intake_done && b->done == b->n)
+		batch_finish(b);
+}
+
+/* The caller hung up while nothing was being written to it: evhttp reads
+ * nothing after the request, so it would only notice at the next write. */
+static void
+batch_closewatch(evutil_socket_t fd, short what, void *arg)
+{
+	struct batch *b = arg;
+
+	(void)fd;
+	(void)what;
+	if (b->evcon != NULL)
+		evhttp_connection_free(b->evcon);	/* calls batch_caller_gone */
+}
+
+static void
+batch_sent(struct evhttp_request *req, void *arg)
+{
+	(void)req;
+	batch_release(arg);
+}
+
+static int
+batch_wants_ndjson(struct evhttp_request *req)
+{
+	const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+	const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	struct evkeyvalq params;
+	int nd = accept != NULL && strstr(accept, "application/x-ndjson") != NULL;
+
+	if (q != NULL && evhttp_parse_query_str(q, &params) == 0) {
+		const char *f = evhttp_find_header(&params, "format");
+		if (f != NULL)
+			nd = strcmp(f, "ndjson") == 0;
+		evhttp_clear_headers(&params);
+	}
+	return nd;
+}
+
+/* Parses and checks the document; answers the caller itself on failure. */
+static json_t *
+batch_document(struct evhttp_request *req, const struct conf *c, struct bopts *o)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	json_error_t err;
+	char why[256];
+	json_t *doc;
+	int status;
+
+	doc = json_loadb(len ? (const char *)evbuffer_pullup(in, -1) : "", len, 0, &err);
+	if (doc == NULL) {
+		snprintf(why, sizeof(why), "not JSON: %s (line %d, column %d)", err.text, err.line,
+		    err.column);
+		metrics.batches_rejected[METRICS_REJECT_BAD_REQUEST]++;
+		batch_reply_error(req, 400, "bad_request", why);
+		return NULL;
+	}
+	evbuffer_drain(in, len);
+	status = intake_document(doc, c, o, why, sizeof(why));
+	if (status != 0) {
+		metrics.batches_rejected[status == 413 ? METRICS_REJECT_TOO_LARGE :
+		    METRICS_REJECT_BAD_REQUEST]++;
+		batch_reply_error(req, status, status == 413 ? "too_large" : "bad_request", why);
+		json_decref(doc);
+		return NULL;
+	}
+	return doc;
+}
+
+static void
+batch_caller_name(struct batch *b)
+{
+	char *addr = NULL;
+	ev_uint16_t port = 0;
+
+	evhttp_connection_get_peer(b->evcon, &addr, &port);
+	if (addr == NULL || *addr == '\0')
+		snprintf(b->caller, sizeof(b->caller), "unix");
+	else
+		snprintf(b->caller, sizeof(b->caller), "%s:%u", addr, port);
+}
+
+static void
+batch_start_stream(struct batch *b)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(b->req);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(b->evcon);
+
+	evhttp_add_header(h, "Content-Type", b->opts.ndjson ? "application/x-ndjson" :
+	    "application/json");
+	evhttp_add_header(h, "X-Fanoutd-Batch", "1");
+	evhttp_send_reply_start(b->req, 200, "OK");
+	evhttp_connection_set_closecb(b->evcon, batch_caller_gone, b);
+	evhttp_request_set_on_complete_cb(b->req, batch_sent, b);
+	if (event_base_get_features(bs.base) & EV_FEATURE_EARLY_CLOSE) {
+		b->closewatch = event_new(bs.base, bufferevent_getfd(bev), EV_CLOSED | EV_PERSIST,
+		    batch_closewatch, b);
+		event_add(b->closewatch, NULL);
+	}
+	if (!b->opts.ndjson) {
+		evbuffer_add_printf(b->scratch, "{\"results\":[\n");
+		batch_send(b, b->scratch);
+	}
+}
+
+/* Turns each element into a queued request or an invalid_request result. */
+static void
+batch_intake(struct batch *b)
+{
+	const json_t *reqs = json_object_get(b->doc, "requests");
+	char why[sizeof(((struct ureq *)0)->msg)];
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct ureq *r = upstream_new(b, &b->opts, i);
+		if (intake_request(json_array_get(reqs, i), &b->opts, r, why, sizeof(why)) < 0) {
+			r->kind = KIND_INVALID_REQUEST;
+			memcpy(r->msg, why, sizeof(r->msg));
+			r->t_phase = now_us();
+			metrics.requests[KIND_INVALID_REQUEST]++;
+			batch_result(b, r);
+			continue;
+		}
+		r->t_queued = b->t_start;
+		TAILQ_INSERT_TAIL(&b->live, r, blink);
+		sched_enqueue(&b->sb, r, 0);
+	}
+	b->intake_done = 1;
+}
+
+void
+batch_handle(struct evhttp_request *req, struct conf *c)
+{
+	struct batch *b;
+	struct bopts o;
+	json_t *doc;
+
+	if (bs.count >= c->max_batches) {
+		metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
+		batch_reply_error(req, 503, "overloaded", "too many batches in flight; retry later");
+		return;
+	}
+	if ((doc = batch_document(req, c, &o)) == NULL)
+		return;
+	b = xcalloc(1, sizeof(*b));
+	b->id = ++bs.next_id;
+	b->req = req;
+	b->evcon = evhttp_request_get_connection(req);
+	b->conf = conf_ref(c);
+	b->doc = doc;
+	b->opts = o;
+	b->opts.ndjson = batch_wants_ndjson(req);
+	b->n = json_array_size(json_object_get(doc, "requests"));
+	b->t_start = now_us();
+	b->complete = 1;
+	b->scratch = evbuffer_new();
+	TAILQ_INIT(&b->live);
+	if (b->opts.order_input)
+		b->slots = xcalloc(b->n, sizeof(*b->slots));
+	batch_caller_name(b);
+	sched_batch_init(&b->sb, b, b->opts.concurrency, b->opts.per_host);
+	TAILQ_INSERT_TAIL(&bs.all, b, link);
+	bs.count++;
+	metrics.batches_total++;
+	metrics.batches_in_flight++;
+	batch_start_stream(b);
+	batch_intake(b);
+	if (b->done == b->n) {
+		batch_finish(b);
+		return;
+	}
+	sched_batch_start(&b->sb);
+	if (b->opts.deadline_ms > 0) {
+		struct timeval tv = { b->opts.deadline_ms / 1000, (b->opts.deadline_ms % 1000) * 1000 };
+		b->deadline = evtimer_new(bs.base, batch_deadline, b);
+		evtimer_add(b->deadline, &tv);
+	}
+	batch_pressure(b);
+}

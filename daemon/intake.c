@@ -1,0 +1,374 @@
+/* intake.c: see intake.h. Option limits: concurrency and per_host are capped
+ * by max_connections and max_per_host; timeout_ms, connect_timeout_ms,
+ * max_body_bytes and follow_redirects by their configured values, which are
+ * also their defaults. A value over its cap is lowered to it, not refused:
+ * the caller cannot know the daemon's configuration. */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "conf.h"
+#include "intake.h"
+
+#define INTAKE_MAX_RETRIES 10
+#define INTAKE_MAX_DEADLINE_MS 86400000u
+#define INTAKE_MAX_HEADER_VALUE 8192
+
+int
+intake_token(const char *s)
+{
+	static const char tchar[] = "!#$%&'*+-.^_`|~";
+
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c != '\0' && strchr(tchar, c) != NULL)))
+			return 0;
+	}
+	return 1;
+}
+
+/* An integer option in [min, max]; over cap it is lowered to cap. */
+static int
+intake_uint(const json_t *v, const char *name, unsigned long long min, unsigned long long max,
+    unsigned long long cap, unsigned long long *out, char *why, size_t whylen)
+{
+	json_int_t i;
+
+	if (!json_is_integer(v)) {
+		snprintf(why, whylen, "%s: must be an integer", name);
+		return -1;
+	}
+	i = json_integer_value(v);
+	if (i < 0 || (unsigned long long)i < min || (unsigned long long)i > max) {
+		snprintf(why, whylen, "%s: must be between %llu and %llu", name, min, max);
+		return -1;
+	}
+	*out = (unsigned long long)i < cap ? (unsigned long long)i : cap;
+	return 0;
+}
+
+/* A headers object: token names, string values without CR, LF or NUL. */
+static int
+intake_headers(const json_t *h, const char *place, char *why, size_t whylen)
+{
+	const char *k;
+	json_t *v;
+
+	if (!json_is_object(h)) {
+		snprintf(why, whylen, "%s: must be an object", place);
+		return -1;
+	}
+	json_object_foreach((json_t *)(uintptr_t)h, k, v) {
+		if (!intake_token(k) || strlen(k) > 256) {
+			snprintf(why, whylen, "%s: \"%.64s\" is not a valid header name", place, k);
+			return -1;
+		}
+		if (!json_is_string(v)) {
+			snprintf(why, whylen, "%s.%s: must be a string", place, k);
+			return -1;
+		}
+		const char *s = json_string_value(v);
+		size_t n = json_string_length(v);
+		if (n > INTAKE_MAX_HEADER_VALUE || memchr(s, '\r', n) || memchr(s, '\n', n) ||
+		    memchr(s, '\0', n)) {
+			snprintf(why, whylen, "%s.%s: value has CR, LF or NUL, or is over %d bytes",
+			    place, k, INTAKE_MAX_HEADER_VALUE);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+intake_enum(const json_t *v, const char *name, const char *const *names, int *out, char *why,
+    size_t whylen)
+{
+	char list[96] = "";
+
+	for (int i = 0; names[i] != NULL; i++) {
+		if (json_is_string(v) && strcmp(json_string_value(v), names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
+		    names[i]);
+	}
+	snprintf(why, whylen, "%s: must be one of %s", name, list);
+	return -1;
+}
+
+static void
+intake_defaults(const struct conf *c, struct bopts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->concurrency = c->concurrency < c->max_connections ? c->concurrency : c->max_connections;
+	o->per_host = c->per_host < c->max_per_host ? c->per_host : c->max_per_host;
+	o->timeout_ms = c->timeout_ms;
+	o->connect_timeout_ms = c->connect_timeout_ms;
+	o->deadline_ms = c->deadline_ms;
+	o->max_body_bytes = c->max_body_bytes;
+	o->max_header_bytes = c->max_header_bytes;
+	o->follow_redirects = c->follow_redirects;
+	o->include_headers = 1;
+	o->conf = c;
+}
+
+static const char *const body_modes[] = { "auto", "text", "base64", "json", "none", NULL };
+static const char *const orders[] = { "completion", "input", NULL };
+
+/* One key of "options"; -1 with why on a bad value or an unknown key. */
+static int
+intake_option(const char *k, const json_t *v, const struct conf *c, struct bopts *o, char *why,
+    size_t whylen)
+{
+	unsigned long long u;
+	char name[80];
+	int e;
+
+	snprintf(name, sizeof(name), "options.%.60s", k);
+	if (strcmp(k, "concurrency") == 0 || strcmp(k, "per_host") == 0) {
+		int conc = k[0] == 'c';
+		if (intake_uint(v, name, 1, 1000000, conc ? c->max_connections : c->max_per_host, &u,
+		    why, whylen) < 0)
+			return -1;
+		*(conc ? &o->concurrency : &o->per_host) = (unsigned)u;
+	} else if (strcmp(k, "timeout_ms") == 0 || strcmp(k, "connect_timeout_ms") == 0) {
+		int total = k[0] == 't';
+		if (intake_uint(v, name, 1, 86400000, total ? c->timeout_ms : c->connect_timeout_ms,
+		    &u, why, whylen) < 0)
+			return -1;
+		*(total ? &o->timeout_ms : &o->connect_timeout_ms) = (unsigned)u;
+	} else if (strcmp(k, "deadline_ms") == 0) {
+		if (intake_uint(v, name, 0, INTAKE_MAX_DEADLINE_MS, INTAKE_MAX_DEADLINE_MS, &u, why,
+		    whylen) < 0)
+			return -1;
+		o->deadline_ms = (unsigned)u;
+	} else if (strcmp(k, "max_body_bytes") == 0) {
+		if (intake_uint(v, name, 0, 1ull << 40, c->max_body_bytes, &u, why, whylen) < 0)
+			return -1;
+		o->max_body_bytes = (size_t)u;
+	} else if (strcmp(k, "follow_redirects") == 0) {
+		if (intake_uint(v, name, 0, 1000, c->follow_redirects, &u, why, whylen) < 0)
+			return -1;
+		o->follow_redirects = (unsigned)u;
+	} else if (strcmp(k, "retries") == 0) {
+		if (intake_uint(v, name, 0, INTAKE_MAX_RETRIES, INTAKE_MAX_RETRIES, &u, why,
+		    whylen) < 0)
+			return -1;
+		o->retries = (unsigned)u;
+	} else if (strcmp(k, "headers") == 0) {
+		if (intake_headers(v, name, why, whylen) < 0)
+			return -1;
+		o->headers = v;
+	} else if (strcmp(k, "body") == 0) {
+		if (intake_enum(v, name, body_modes, &e, why, whylen) < 0)
+			return -1;
+		o->body = (enum body_mode)e;
+	} else if (strcmp(k, "order") == 0) {
+		if (intake_enum(v, name, orders, &e, why, whylen) < 0)
+			return -1;
+		o->order_input = e;
+	} else if (strcmp(k, "include_headers") == 0) {
+		if (!json_is_boolean(v)) {
+			snprintf(why, whylen, "%s: must be true or false", name);
+			return -1;
+		}
+		o->include_headers = json_is_true(v);
+	} else {
+		snprintf(why, whylen, "%s: unknown option", name);
+		return -1;
+	}
+	return 0;
+}
+
+int
+intake_document(const json_t *doc, const struct conf *c, struct bopts *o, char *why,
+    size_t whylen)
+{
+	const json_t *reqs, *opts, *v;
+	const char *k;
+	size_t i;
+
+	intake_defaults(c, o);
+	if (!json_is_object(doc)) {
+		snprintf(why, whylen, "the document must be a JSON object");
+		return 400;
+	}
+	json_object_foreach((json_t *)(uintptr_t)doc, k, v) {
+		if (strcmp(k, "requests") != 0 && strcmp(k, "options") != 0) {
+			snprintf(why, whylen, "unknown key \"%.64s\"", k);
+			return 400;
+		}
+	}
+	reqs = json_object_get(doc, "requests");
+	if (reqs == NULL) {
+		snprintf(why, whylen, "requests: missing");
+		return 400;
+	}
+	if (!json_is_array(reqs)) {
+		snprintf(why, whylen, "requests: must be an array");
+		return 400;
+	}
+	if (json_array_size(reqs) == 0) {
+		snprintf(why, whylen, "requests: must not be empty");
+		return 400;
+	}
+	if (json_array_size(reqs) > c->max_batch) {
+		snprintf(why, whylen, "requests: more than %u requests", c->max_batch);
+		return 413;
+	}
+	json_array_foreach(reqs, i, v) {
+		if (!json_is_string(v) && !json_is_object(v)) {
+			snprintf(why, whylen, "requests[%zu]: must be a string or an object", i);
+			return 400;
+		}
+	}
+	opts = json_object_get(doc, "options");
+	if (opts == NULL)
+		return 0;
+	if (!json_is_object(opts)) {
+		snprintf(why, whylen, "options: must be an object");
+		return 400;
+	}
+	json_object_foreach((json_t *)(uintptr_t)opts, k, v)
+		if (intake_option(k, v, c, o, why, whylen) < 0)
+			return 400;
+	return 0;
+}
+
+static int
+intake_url(const json_t *v, struct ureq *r, char *why, size_t whylen)
+{
+	char msg[160];
+
+	if (v == NULL) {
+		snprintf(why, whylen, "url: missing");
+		return -1;
+	}
+	if (!json_is_string(v)) {
+		snprintf(why, whylen, "url: must be a string");
+		return -1;
+	}
+	if (strlen(json_string_value(v)) != json_string_length(v)) {
+		snprintf(why, whylen, "url: control character or space in URL");
+		return -1;
+	}
+	if (url_parse(&r->url, json_string_value(v), msg, sizeof(msg)) < 0) {
+		snprintf(why, whylen, "url: %s", msg);
+		return -1;
+	}
+	if (r->url.https) {
+		snprintf(why, whylen, "url: HTTPS is not supported yet");
+		return -1;
+	}
+	return 0;
+}
+
+/* A caller's Host must name what the URL names: anything else would send
+ * one origin's request to another. */
+static int
+intake_host_header(const json_t *h, const struct ureq *r, char *why, size_t whylen)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach((json_t *)(uintptr_t)h, k, v) {
+		if (strcasecmp(k, "host") == 0 &&
+		    strcasecmp(json_string_value(v), r->url.authority) != 0) {
+			snprintf(why, whylen, "headers.%s: must equal the URL's authority \"%s\"", k,
+			    r->url.authority);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static const char *const request_keys[] = {
+	"url", "method", "headers", "body", "json", "id", "timeout_ms", NULL,
+};
+
+static int
+intake_keys(const json_t *elem, char *why, size_t whylen)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach((json_t *)(uintptr_t)elem, k, v) {
+		int known = 0;
+		for (int i = 0; request_keys[i] != NULL; i++)
+			known |= strcmp(k, request_keys[i]) == 0;
+		if (!known) {
+			snprintf(why, whylen, "unknown key \"%.64s\"", k);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+intake_fields(const json_t *elem, const struct bopts *o, struct ureq *r, char *why,
+    size_t whylen)
+{
+	const json_t *v;
+	unsigned long long u;
+
+	if ((v = json_object_get(elem, "method")) != NULL) {
+		if (!json_is_string(v) || !intake_token(json_string_value(v)) ||
+		    json_string_length(v) > 32) {
+			snprintf(why, whylen, "method: must be an HTTP token");
+			return -1;
+		}
+		r->method = json_string_value(v);
+	}
+	if ((v = json_object_get(elem, "headers")) != NULL) {
+		if (intake_headers(v, "headers", why, whylen) < 0 ||
+		    intake_host_header(v, r, why, whylen) < 0)
+			return -1;
+		r->headers = v;
+	}
+	if ((v = json_object_get(elem, "body")) != NULL) {
+		if (!json_is_string(v)) {
+			snprintf(why, whylen, "body: must be a string");
+			return -1;
+		}
+		r->body = json_string_value(v);
+		r->bodylen = json_string_length(v);
+	}
+	if ((v = json_object_get(elem, "json")) != NULL) {
+		if (r->body != NULL) {
+			snprintf(why, whylen, "body and json: give one or the other");
+			return -1;
+		}
+		r->json = v;
+	}
+	if ((v = json_object_get(elem, "id")) != NULL && !json_is_string(v) && !json_is_number(v)) {
+		snprintf(why, whylen, "id: must be a string or a number");
+		return -1;
+	}
+	if ((v = json_object_get(elem, "timeout_ms")) != NULL) {
+		if (intake_uint(v, "timeout_ms", 1, 86400000, o->timeout_ms, &u, why, whylen) < 0)
+			return -1;
+		r->timeout_ms = (unsigned)u;
+	}
+	return 0;
+}
+
+int
+intake_request(const json_t *elem, const struct bopts *o, struct ureq *r, char *why,
+    size_t whylen)
+{
+	r->method = "GET";
+	r->timeout_ms = o->timeout_ms;
+	r->max_body = o->max_body_bytes;
+	if (json_is_string(elem))
+		return intake_url(elem, r, why, whylen);
+	if (intake_keys(elem, why, whylen) < 0 ||
+	    intake_url(json_object_get(elem, "url"), r, why, whylen) < 0)
+		return -1;
+	return intake_fields(elem, o, r, why, whylen);
+}

@@ -1,0 +1,27 @@
+/* intake.h: the batch document, checked. Document-level problems refuse
+ * the batch (400/413); a bad request element only earns its own
+ * invalid_request result. Messages name the place: `requests[3]: ...`,
+ * `options.body: ...`, `url: ...`. */
+#ifndef FANOUTD_INTAKE_H
+#define FANOUTD_INTAKE_H
+
+#include <stddef.h>
+
+#include "engine.h"
+
+struct conf;
+
+/* Checks the document's shape and options and fills o. Returns 0, or the
+ * HTTP status to refuse it with (400, 413) and a message in why. */
+int intake_document(const struct json_t *doc, const struct conf *c, struct bopts *o,
+    char *why, size_t whylen);
+
+/* Checks one element of "requests" and fills r's request fields (url,
+ * method, headers, body, timeout). Returns 0, or -1 with why. */
+int intake_request(const struct json_t *elem, const struct bopts *o, struct ureq *r, char *why,
+    size_t whylen);
+
+/* True when s is an RFC 9110 token (methods, header names). */
+int intake_token(const char *s);
+
+#endif

@@ -1,0 +1,178 @@
+/* jout.c: JSON string escaping, UTF-8 checking and base64 into evbuffers.
+ * Hand-written because jansson only escapes its own json_t strings, and going
+ * through one would copy every body once more. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <openssl/evp.h>
+
+#include "jout.h"
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if invalid. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+	size_t len;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		cp = c & 0x07;
+	} else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+int
+jout_utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (size_t i = 0; i < n;) {
+		/* ASCII runs are the common case; skip them a byte at a time
+		 * without the full decoder. */
+		if (p[i] < 0x80) {
+			i++;
+			continue;
+		}
+		size_t l = utf8_seq(p + i, n - i);
+		if (l == 0)
+			return 0;
+		i += l;
+	}
+	return 1;
+}
+
+/* Appends s[0..n) escaped, without quotes. */
+static void
+jout_escape(struct evbuffer *out, const unsigned char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i = 0, run = 0;
+
+	while (i < n) {
+		unsigned char c = s[i];
+		const char *esc;
+		char u[7];
+
+		if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0x80) {
+			size_t l = utf8_seq(s + i, n - i);
+			if (l > 0) {
+				i += l;
+				continue;
+			}
+			esc = "\xef\xbf\xbd";	/* U+FFFD for a byte that is not UTF-8 */
+		} else if (c == '"')
+			esc = "\\\"";
+		else if (c == '\\')
+			esc = "\\\\";
+		else if (c == '\n')
+			esc = "\\n";
+		else if (c == '\r')
+			esc = "\\r";
+		else if (c == '\t')
+			esc = "\\t";
+		else {
+			snprintf(u, sizeof(u), "\\u00%c%c", hex[c >> 4], hex[c & 15]);
+			esc = u;
+		}
+		evbuffer_add(out, s + run, i - run);
+		evbuffer_add(out, esc, strlen(esc));
+		i++;
+		run = i;
+	}
+	evbuffer_add(out, s + run, i - run);
+}
+
+void
+jout_esc(struct evbuffer *out, const char *s, size_t n)
+{
+	jout_escape(out, (const unsigned char *)s, n);
+}
+
+void
+jout_str(struct evbuffer *out, const char *s, size_t n)
+{
+	evbuffer_add(out, "\"", 1);
+	jout_escape(out, (const unsigned char *)s, n);
+	evbuffer_add(out, "\"", 1);
+}
+
+void
+jout_cstr(struct evbuffer *out, const char *s)
+{
+	jout_str(out, s, strlen(s));
+}
+
+/* A body arrives in many small chains; making it contiguous costs one copy
+ * but lets UTF-8 sequences be checked without handling splits. */
+static const unsigned char *
+jout_linear(struct evbuffer *src, size_t *n)
+{
+	*n = evbuffer_get_length(src);
+	return *n == 0 ? (const unsigned char *)"" : evbuffer_pullup(src, -1);
+}
+
+void
+jout_str_buf(struct evbuffer *out, struct evbuffer *src)
+{
+	size_t n;
+	const unsigned char *p = jout_linear(src, &n);
+
+	evbuffer_add(out, "\"", 1);
+	jout_escape(out, p, n);
+	evbuffer_add(out, "\"", 1);
+}
+
+void
+jout_base64_buf(struct evbuffer *out, struct evbuffer *src)
+{
+	enum { STEP = 48 * 1024 };	/* a multiple of 3: no padding mid-stream */
+	size_t n;
+	const unsigned char *p = jout_linear(src, &n);
+	struct evbuffer_iovec v;
+
+	evbuffer_add(out, "\"", 1);
+	for (size_t off = 0; off < n; off += STEP) {
+		size_t len = n - off < STEP ? n - off : STEP;
+		if (evbuffer_reserve_space(out, (ev_ssize_t)(len / 3 + 1) * 4 + 1, &v, 1) < 1)
+			break;
+		int w = EVP_EncodeBlock(v.iov_base, p + off, (int)len);
+		v.iov_len = (size_t)w;
+		evbuffer_commit_space(out, &v, 1);
+	}
+	evbuffer_add(out, "\"", 1);
+}
+
+void
+jout_ms(struct evbuffer *out, double ms)
+{
+	if (ms < 0)
+		ms = 0;
+	evbuffer_add_printf(out, "%.1f", ms);
+}

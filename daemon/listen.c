@@ -1,0 +1,214 @@
+/* listen.c: see listen.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <netinet/in.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "listen.h"
+#include "log.h"
+#include "util.h"
+
+#define LISTEN_MAX 16
+#define LISTEN_BACKLOG 511
+#define LISTEN_PAUSE_MS 100
+
+struct listener {
+	struct evconnlistener *lev;
+	struct evhttp_bound_socket *bound;
+	char *unix_path;	/* to unlink on close */
+	struct event *resume;
+};
+
+static struct {
+	struct listener l[LISTEN_MAX];
+	size_t n;
+	struct evhttp *http;
+} ls;
+
+static void
+listen_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(l->lev);
+}
+
+/* accept() failed: out of descriptors (or another passing error). Stop
+ * accepting for a moment; the pending callers wait in the backlog. */
+static void
+listen_error(struct evconnlistener *lev, void *arg)
+{
+	struct listener *l = NULL;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { 0, LISTEN_PAUSE_MS * 1000 };
+
+	(void)arg;	/* evhttp's: the callback argument is taken by evhttp */
+	for (size_t i = 0; i < ls.n && l == NULL; i++)
+		if (ls.l[i].lev == lev)
+			l = &ls.l[i];
+	if (l == NULL)
+		return;
+
+	log_warn("accept: %s; pausing for %d ms", evutil_socket_error_to_string(err),
+	    LISTEN_PAUSE_MS);
+	evconnlistener_disable(lev);
+	evtimer_add(l->resume, &tv);
+}
+
+/* A Unix socket file left by a dead daemon is replaced; one that answers
+ * belongs to a live process and is left alone. */
+static int
+listen_unix_stale(const char *path, char *err, size_t errlen, const char *name)
+{
+	struct sockaddr_un sun;
+	struct stat st;
+	int fd, live;
+
+	if (lstat(path, &st) < 0)
+		return 0;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "listen %s: exists and is not a socket", name);
+		return -1;
+	}
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	live = fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+	if (fd >= 0)
+		close(fd);
+	if (live) {
+		snprintf(err, errlen, "listen %s: another process is listening there", name);
+		return -1;
+	}
+	unlink(path);
+	return 0;
+}
+
+static int
+listen_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len, int *is_unix)
+{
+	int l = sizeof(*ss);
+
+	memset(ss, 0, sizeof(*ss));
+	*is_unix = strncmp(s, "unix:", 5) == 0;
+	if (*is_unix) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+		if (strlen(s + 5) >= sizeof(sun->sun_path) || s[5] != '/')
+			return -1;
+		sun->sun_family = AF_UNIX;
+		strcpy(sun->sun_path, s + 5);
+		*len = sizeof(*sun);
+		return 0;
+	}
+	if (evutil_parse_sockaddr_port(s, (struct sockaddr *)ss, &l) < 0)
+		return -1;
+	*len = (socklen_t)l;
+	return 0;
+}
+
+static int
+listen_socket(const char *name, const struct sockaddr_storage *ss, socklen_t len, char *err,
+    size_t errlen)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+
+	if (fd < 0) {
+		snprintf(err, errlen, "listen %s: %s", name, strerror(errno));
+		return -1;
+	}
+	if (ss->ss_family != AF_UNIX)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* So that [::]:P and 0.0.0.0:P can both be listed. */
+	if (ss->ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+		snprintf(err, errlen, "listen %s: %s", name, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int
+listen_one(struct event_base *base, struct evhttp *http, const char *name, char *err,
+    size_t errlen)
+{
+	struct sockaddr_storage ss;
+	struct listener *l;
+	socklen_t len;
+	int fd, is_unix;
+
+	if (ls.n >= LISTEN_MAX) {
+		snprintf(err, errlen, "listen %s: more than %d listeners", name, LISTEN_MAX);
+		return -1;
+	}
+	if (listen_addr(name, &ss, &len, &is_unix) < 0) {
+		snprintf(err, errlen, "listen %s: not HOST:PORT, [V6]:PORT or unix:/path", name);
+		return -1;
+	}
+	if (is_unix && listen_unix_stale(name + 5, err, errlen, name) < 0)
+		return -1;
+	if ((fd = listen_socket(name, &ss, len, err, errlen)) < 0)
+		return -1;
+	l = &ls.l[ls.n];
+	l->lev = evconnlistener_new(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+	if (l->lev == NULL || (l->bound = evhttp_bind_listener(http, l->lev)) == NULL) {
+		snprintf(err, errlen, "listen %s: cannot serve it", name);
+		if (l->lev != NULL)
+			evconnlistener_free(l->lev);
+		else
+			close(fd);
+		l->lev = NULL;
+		return -1;
+	}
+	l->unix_path = is_unix ? xstrdup(name + 5) : NULL;
+	l->resume = evtimer_new(base, listen_resume, l);
+	evconnlistener_set_error_cb(l->lev, listen_error);
+	ls.n++;
+	log_info("listening on %s", name);
+	return 0;
+}
+
+int
+listen_open(struct event_base *base, struct evhttp *http, char *const *addrs, size_t n,
+    char *err, size_t errlen)
+{
+	ls.http = http;
+	for (size_t i = 0; i < n; i++)
+		if (listen_one(base, http, addrs[i], err, errlen) < 0)
+			return -1;
+	return 0;
+}
+
+void
+listen_close_all(void)
+{
+	for (size_t i = 0; i < ls.n; i++) {
+		struct listener *l = &ls.l[i];
+		/* Closed, not just disabled: a caller connecting now is refused
+		 * at once instead of waiting in a backlog nobody reads. */
+		evhttp_del_accept_socket(ls.http, l->bound);
+		if (l->unix_path != NULL) {
+			unlink(l->unix_path);
+			free(l->unix_path);
+			l->unix_path = NULL;
+		}
+		event_free(l->resume);
+		l->resume = NULL;
+	}
+	ls.n = 0;
+}

@@ -1,0 +1,20 @@
+/* listen.h: the caller-facing sockets: TCP (IPv4, IPv6) and Unix stream
+ * sockets, handed to evhttp. Accepting pauses briefly when descriptors run
+ * out instead of spinning on EMFILE. */
+#ifndef FANOUTD_LISTEN_H
+#define FANOUTD_LISTEN_H
+
+#include <stddef.h>
+
+struct event_base;
+struct evhttp;
+
+/* Binds each "HOST:PORT", "[V6]:PORT" or "unix:/path". On failure returns
+ * -1 with a message naming the listener in err. */
+int listen_open(struct event_base *base, struct evhttp *http, char *const *addrs, size_t n,
+    char *err, size_t errlen);
+
+/* Stops accepting and closes every listener (removing Unix socket files). */
+void listen_close_all(void);
+
+#endif

@@ -1,0 +1,272 @@
+/* main.c: start-up, signals and the event loop; nothing else. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <systemd/sd-daemon.h>
+
+#include "api.h"
+#include "batch.h"
+#include "conf.h"
+#include "dnscache.h"
+#include "listen.h"
+#include "log.h"
+#include "pool.h"
+#include "sched.h"
+#include "upstream.h"
+#include "util.h"
+
+#define MAIN_CALLER_TIMEOUT_S 60	/* a caller that reads or writes nothing this long is dropped */
+#define MAIN_EXIT_GRACE_S 5		/* after the drain, for documents still being flushed */
+
+static struct {
+	struct event_base *base;
+	struct evhttp *http;
+	struct conf *conf;
+	const char *conf_path;
+	struct event *sigs[4];
+	struct event *drain;
+	int stopping;
+} m;
+
+static void
+main_usage(FILE *f)
+{
+	fprintf(f, "usage: fanoutd [-c FILE] [-l LISTEN]... [-t] [-v] [-h] [-V]\n"
+	    "  -c FILE    configuration file (default: built-in defaults)\n"
+	    "  -l LISTEN  listener (HOST:PORT, [V6]:PORT, unix:/path), repeatable;\n"
+	    "             overrides the file's listen lines\n"
+	    "  -t         check the configuration and exit (0: ok, 2: not)\n"
+	    "  -v         more logging (debug)\n"
+	    "  -h         this help\n"
+	    "  -V         version\n");
+}
+
+/* Descriptors bound the upstream connections: raise the soft limit as far as
+ * the hard one allows, and keep room for callers, listeners and DNS. */
+static unsigned
+main_fd_budget(const struct conf *c)
+{
+	struct rlimit rl;
+	rlim_t reserve = (rlim_t)c->max_batches * 2 + 64;
+	unsigned budget = c->max_connections;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+		if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < reserve + budget) {
+			budget = rl.rlim_cur > reserve + 1 ? (unsigned)(rl.rlim_cur - reserve) : 1;
+			log_warn("open-file limit %llu: upstream connections held at %u",
+			    (unsigned long long)rl.rlim_cur, budget);
+		}
+	}
+	return budget;
+}
+
+static void
+main_batches_gone(void)
+{
+	if (m.stopping && batch_count() == 0)
+		event_base_loopexit(m.base, NULL);
+}
+
+static void
+main_drain_over(evutil_socket_t fd, short what, void *arg)
+{
+	static const struct timeval grace = { MAIN_EXIT_GRACE_S, 0 };
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (m.stopping == 1) {
+		log_info("drain time over: cancelling %u batches", batch_count());
+		m.stopping = 2;
+		batch_cancel_all("the daemon is shutting down");
+		evtimer_add(m.drain, &grace);
+		return;
+	}
+	log_warn("documents still unsent after the grace period; exiting");
+	event_base_loopexit(m.base, NULL);
+}
+
+static void
+main_stop(void)
+{
+	struct timeval tv = { m.conf->drain_timeout_s, 0 };
+
+	if (m.stopping)
+		return;
+	m.stopping = 1;
+	sd_notify(0, "STOPPING=1");
+	log_info("stopping: %u batches in flight, draining for up to %u s", batch_count(),
+	    m.conf->drain_timeout_s);
+	api_stop_accepting();
+	listen_close_all();
+	m.drain = evtimer_new(m.base, main_drain_over, NULL);
+	evtimer_add(m.drain, &tv);
+	main_batches_gone();
+}
+
+static void
+main_reload(void)
+{
+	struct conf *c;
+
+	if (m.conf_path == NULL) {
+		log_info("reload: no configuration file; nothing to do");
+		return;
+	}
+	sd_notify(0, "RELOADING=1");
+	c = conf_load(m.conf_path, stderr);
+	if (c == NULL) {
+		log_error("reload: %s has errors; keeping the running configuration", m.conf_path);
+	} else {
+		/* Listeners stay as they are; new batches take the new limits. */
+		api_set_conf(c);
+		log_level = c->log_level;
+		conf_unref(m.conf);
+		m.conf = c;
+		log_info("reload: %s applied to new batches", m.conf_path);
+	}
+	sd_notify(0, "READY=1");
+}
+
+static void
+main_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (sig == SIGHUP)
+		main_reload();
+	else
+		main_stop();
+}
+
+static struct conf *
+main_config(int argc, char **argv, int *check)
+{
+	char *listen[CONF_MAX_LISTEN];
+	size_t nlisten = 0;
+	const char *why;
+	struct conf *c;
+	int ch, verbose = 0;
+
+	while ((ch = getopt(argc, argv, "c:l:tvhV")) != -1) {
+		switch (ch) {
+		case 'c':
+			m.conf_path = optarg;
+			break;
+		case 'l':
+			if (nlisten == CONF_MAX_LISTEN) {
+				fprintf(stderr, "fanoutd: more than %d listeners\n", CONF_MAX_LISTEN);
+				exit(2);
+			}
+			listen[nlisten++] = optarg;
+			break;
+		case 't':
+			*check = 1;
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		case 'h':
+			main_usage(stdout);
+			exit(0);
+		case 'V':
+			printf("fanoutd %s\n", FANOUTD_VERSION);
+			exit(0);
+		default:
+			main_usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "fanoutd: unexpected argument \"%s\"\n", argv[optind]);
+		exit(2);
+	}
+	c = m.conf_path != NULL ? conf_load(m.conf_path, stderr) : conf_new_default();
+	if (c == NULL)
+		exit(2);
+	if (nlisten > 0 && conf_set_listen(c, listen, nlisten, &why) < 0) {
+		fprintf(stderr, "fanoutd: -l: %s\n", why);
+		exit(2);
+	}
+	log_level = verbose ? LOG_LEVEL_DEBUG : c->log_level;
+	return c;
+}
+
+static void
+main_setup(void)
+{
+	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+	char err[256];
+	const char *why;
+
+	signal(SIGPIPE, SIG_IGN);
+	m.base = event_base_new();
+	m.http = evhttp_new(m.base);
+	if (m.base == NULL || m.http == NULL)
+		fatal("cannot set up the event loop");
+	evhttp_set_max_body_size(m.http, (ev_ssize_t)m.conf->max_request_bytes);
+	evhttp_set_max_headers_size(m.http, 64 * 1024);
+	evhttp_set_timeout(m.http, MAIN_CALLER_TIMEOUT_S);
+	if (dnscache_init(m.base, m.conf, &why) < 0)
+		fatal("%s", why);
+	pool_init(m.base, main_fd_budget(m.conf), m.conf->max_per_host, m.conf->idle_timeout_s);
+	sched_init(m.base);
+	upstream_init(m.base);
+	batch_init(m.base, main_batches_gone);
+	api_init(m.http, m.conf);
+	if (listen_open(m.base, m.http, m.conf->listen, m.conf->nlisten, err, sizeof(err)) < 0) {
+		fprintf(stderr, "fanoutd: %s\n", err);
+		exit(2);
+	}
+	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
+		m.sigs[i] = evsignal_new(m.base, signals[i], main_signal, NULL);
+		evsignal_add(m.sigs[i], NULL);
+	}
+}
+
+static void
+main_teardown(void)
+{
+	for (size_t i = 0; i < sizeof(m.sigs) / sizeof(m.sigs[0]); i++)
+		if (m.sigs[i] != NULL)
+			event_free(m.sigs[i]);
+	if (m.drain != NULL)
+		event_free(m.drain);
+	listen_close_all();
+	evhttp_free(m.http);
+	pool_shutdown();
+	sched_shutdown();
+	dnscache_shutdown();
+	api_shutdown();
+	event_base_free(m.base);
+	conf_unref(m.conf);
+}
+
+int
+main(int argc, char **argv)
+{
+	int check = 0;
+
+	m.conf = main_config(argc, argv, &check);
+	if (check) {
+		printf("configuration ok\n");
+		conf_unref(m.conf);
+		return 0;
+	}
+	main_setup();
+	log_info("fanoutd %s started", FANOUTD_VERSION);
+	sd_notify(0, "READY=1");
+	event_base_dispatch(m.base);
+	log_info("stopped");
+	main_teardown();
+	return 0;
+}

@@ -1,0 +1,215 @@
+/* pool.c: see pool.h. Idle connections are watched for reads: an upstream
+ * that closes (or talks) while idle gets its connection closed at once, so a
+ * reused connection is at least believed alive when it is handed out. */
+#include <stdlib.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "log.h"
+#include "map.h"
+#include "metrics.h"
+#include "pool.h"
+#include "sched.h"
+
+static struct {
+	struct event_base *base;
+	struct map *origins;
+	TAILQ_HEAD(, conn) idle;	/* all idle connections, oldest first */
+	unsigned nconns;
+	unsigned budget;
+	unsigned configured;		/* budget before descriptor pressure */
+	unsigned max_per_host;
+	struct timeval idle_timeout;
+	struct event *restore;		/* ends a descriptor-pressure hold */
+} pool;
+
+static void
+pool_restore(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	pool.budget = pool.configured;
+	sched_slot_freed();
+}
+
+void
+pool_init(struct event_base *base, unsigned max_conns, unsigned max_per_host,
+    unsigned idle_timeout_s)
+{
+	pool.base = base;
+	pool.origins = map_new();
+	TAILQ_INIT(&pool.idle);
+	pool.budget = pool.configured = max_conns;
+	pool.max_per_host = max_per_host;
+	pool.idle_timeout.tv_sec = idle_timeout_s;
+	pool.idle_timeout.tv_usec = 0;
+	pool.restore = evtimer_new(base, pool_restore, NULL);
+}
+
+void
+pool_shutdown(void)
+{
+	struct conn *c;
+
+	while ((c = TAILQ_FIRST(&pool.idle)) != NULL)
+		pool_close(c);
+	map_free(pool.origins);
+	pool.origins = NULL;
+	event_free(pool.restore);
+}
+
+unsigned
+pool_budget(void)
+{
+	return pool.budget;
+}
+
+int
+pool_has_room(void)
+{
+	return pool.nconns < pool.budget || !TAILQ_EMPTY(&pool.idle);
+}
+
+struct origin *
+pool_origin_get(const struct url *u)
+{
+	struct origin *o = map_get(pool.origins, u->origin);
+
+	if (o == NULL) {
+		o = xcalloc(1, sizeof(*o));
+		o->key = xstrdup(u->origin);
+		o->https = u->https;
+		o->host = xstrdup(u->host);
+		o->port = u->port;
+		TAILQ_INIT(&o->idle);
+		TAILQ_INIT(&o->waiters);
+		map_put(pool.origins, o->key, o);
+	}
+	o->refcnt++;
+	return o;
+}
+
+void
+pool_origin_put(struct origin *o)
+{
+	if (--o->refcnt > 0)
+		return;
+	map_del(pool.origins, o->key);
+	free(o->key);
+	free(o->host);
+	free(o);
+}
+
+static void
+pool_unidle(struct conn *c)
+{
+	TAILQ_REMOVE(&c->origin->idle, c, link);
+	TAILQ_REMOVE(&pool.idle, c, lru);
+	c->idle = 0;
+	metrics.conns_idle--;
+}
+
+enum pool_rc
+pool_take(struct origin *o, int fresh, struct conn **cp)
+{
+	struct conn *c = TAILQ_LAST(&o->idle, pool_conns);
+
+	if (c != NULL && !fresh) {
+		pool_unidle(c);
+		bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+		bufferevent_set_timeouts(c->bev, NULL, NULL);
+		*cp = c;
+		return POOL_REUSE;
+	}
+	if (o->nconns >= pool.max_per_host) {
+		if (c == NULL)
+			return POOL_FULL_ORIGIN;
+		pool_close(c);	/* make room for the fresh one */
+	}
+	if (pool.nconns >= pool.budget) {
+		/* Another origin's idle connection is worth less than a
+		 * request that is ready to go: close the oldest. */
+		if (TAILQ_EMPTY(&pool.idle))
+			return POOL_FULL_GLOBAL;
+		pool_close(TAILQ_FIRST(&pool.idle));
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->origin = o;
+	o->refcnt++;
+	o->nconns++;
+	pool.nconns++;
+	metrics.conns_open++;
+	*cp = c;
+	return POOL_NEW;
+}
+
+static void
+pool_idle_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	(void)what;
+	/* EOF, an error, the idle timeout: the connection is done. */
+	pool_close(c);
+}
+
+static void
+pool_idle_read(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	/* An upstream that speaks unasked cannot be trusted with the next
+	 * request: those bytes would be read as its response. */
+	pool_close(arg);
+}
+
+void
+pool_release(struct conn *c)
+{
+	struct origin *o = c->origin;
+
+	c->idle = 1;
+	TAILQ_INSERT_TAIL(&o->idle, c, link);
+	TAILQ_INSERT_TAIL(&pool.idle, c, lru);
+	metrics.conns_idle++;
+	bufferevent_setcb(c->bev, pool_idle_read, NULL, pool_idle_event, c);
+	bufferevent_set_timeouts(c->bev, &pool.idle_timeout, NULL);
+	bufferevent_enable(c->bev, EV_READ);
+	sched_origin_freed(o);
+}
+
+void
+pool_close(struct conn *c)
+{
+	struct origin *o = c->origin;
+
+	if (c->idle)
+		pool_unidle(c);
+	if (c->bev != NULL)
+		bufferevent_free(c->bev);
+	o->nconns--;
+	pool.nconns--;
+	metrics.conns_open--;
+	free(c);
+	sched_origin_freed(o);
+	sched_slot_freed();
+	pool_origin_put(o);
+}
+
+void
+pool_fd_pressure(void)
+{
+	/* Callers' connections share the descriptor table; the hold lasts a
+	 * few seconds and is then lifted to try the configured budget again. */
+	static const struct timeval hold = { 5, 0 };
+	unsigned open = pool.nconns > 1 ? pool.nconns - 1 : 1;
+
+	if (open < pool.budget) {
+		log_warn("out of file descriptors: holding upstream connections at %u", open);
+		pool.budget = open;
+	}
+	evtimer_add(pool.restore, &hold);
+}

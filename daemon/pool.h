@@ -1,0 +1,43 @@
+/* pool.h: upstream origins and their kept-alive connections, and the
+ * connection budget: max_per_host per origin and max_connections in all
+ * (lowered to what RLIMIT_NOFILE allows). */
+#ifndef FANOUTD_POOL_H
+#define FANOUTD_POOL_H
+
+#include "engine.h"
+
+struct event_base;
+
+void pool_init(struct event_base *base, unsigned max_conns, unsigned max_per_host,
+    unsigned idle_timeout_s);
+void pool_shutdown(void);
+
+/* The origin of u, created on first use; each get is paired with a put. */
+struct origin *pool_origin_get(const struct url *u);
+void pool_origin_put(struct origin *o);
+
+enum pool_rc {
+	POOL_REUSE,		/* *c is a kept-alive connection */
+	POOL_NEW,		/* *c is a new, unconnected connection (counted) */
+	POOL_FULL_ORIGIN,	/* max_per_host reached for o */
+	POOL_FULL_GLOBAL,	/* the budget is used and nothing idle can be closed */
+};
+
+/* fresh: do not hand out a kept-alive connection. */
+enum pool_rc pool_take(struct origin *o, int fresh, struct conn **c);
+
+/* A connection that served a complete response and may serve another. */
+void pool_release(struct conn *c);
+
+/* Closes c and frees its slot; for every other end of a connection. */
+void pool_close(struct conn *c);
+
+/* Descriptors ran out while opening: hold the budget at what is open now. */
+void pool_fd_pressure(void);
+
+unsigned pool_budget(void);
+
+/* True when pool_take could give some origin a connection now. */
+int pool_has_room(void);
+
+#endif

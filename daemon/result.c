@@ -1,0 +1,193 @@
+/* result.c: see result.h. Response headers come out as the contract says:
+ * lower-case names, repeats joined with ", ", set-cookie always an array. */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "jout.h"
+#include "result.h"
+#include "upstream.h"
+
+static void
+result_lower_name(struct evbuffer *out, const char *name, size_t n)
+{
+	char buf[256];
+
+	if (n > sizeof(buf))
+		n = sizeof(buf);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (char)tolower((unsigned char)name[i]);
+	jout_str(out, buf, n);
+}
+
+static int
+result_same_name(const struct h1_header *a, const struct h1_header *b)
+{
+	return a->namelen == b->namelen && strncasecmp(a->name, b->name, a->namelen) == 0;
+}
+
+static void
+result_headers(struct evbuffer *out, const struct h1_head *h)
+{
+	int first = 1;
+
+	evbuffer_add(out, "{", 1);
+	for (size_t i = 0; i < h->nheaders; i++) {
+		const struct h1_header *hi = &h->headers[i];
+		int seen = 0, cookie;
+
+		/* Headers are few (bounded by H1_MAX_HEADERS): the quadratic
+		 * grouping is cheaper than building a table. */
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = result_same_name(&h->headers[j], hi);
+		if (seen)
+			continue;
+		cookie = hi->namelen == 10 && strncasecmp(hi->name, "set-cookie", 10) == 0;
+		evbuffer_add(out, ",", first ? 0 : 1);
+		first = 0;
+		result_lower_name(out, hi->name, hi->namelen);
+		evbuffer_add(out, cookie ? ":[" : ":\"", 2);
+		for (size_t j = i, n = 0; j < h->nheaders; j++) {
+			const struct h1_header *hj = &h->headers[j];
+			if (!result_same_name(hi, hj))
+				continue;
+			if (cookie) {
+				evbuffer_add(out, ",", n++ ? 1 : 0);
+				jout_str(out, hj->value, hj->valuelen);
+				continue;
+			}
+			if (n++)
+				evbuffer_add(out, ", ", 2);
+			jout_esc(out, hj->value, hj->valuelen);
+		}
+		evbuffer_add(out, cookie ? "]" : "\"", 1);
+	}
+	evbuffer_add(out, "}", 1);
+}
+
+static int
+result_json_type(const char *ct, size_t n)
+{
+	size_t end = 0;
+
+	while (end < n && ct[end] != ';' && ct[end] != ' ')
+		end++;
+	if (end == 16 && strncasecmp(ct, "application/json", 16) == 0)
+		return 1;
+	return end >= 5 && strncasecmp(ct + end - 5, "+json", 5) == 0;
+}
+
+static int
+result_dump_cb(const char *buf, size_t size, void *data)
+{
+	return evbuffer_add(data, buf, size);
+}
+
+/* Embeds body as a JSON value if it parses; 0 when it does not. */
+static int
+result_body_json(struct evbuffer *out, struct evbuffer *body)
+{
+	size_t n = evbuffer_get_length(body);
+	const char *p = n > 0 ? (const char *)evbuffer_pullup(body, -1) : "";
+	json_error_t err;
+	json_t *v = json_loadb(p, n, JSON_DECODE_ANY, &err);
+
+	if (v == NULL)
+		return 0;
+	/* Re-serialised compact, so NDJSON stays one line per result. */
+	json_dump_callback(v, result_dump_cb, out, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(v);
+	return 1;
+}
+
+const char *
+result_body(struct evbuffer *out, enum body_mode m, struct evbuffer *body, const char *ct,
+    size_t ctlen)
+{
+	size_t n = evbuffer_get_length(body);
+
+	if (m == BODY_NONE)
+		return "none";
+	if ((m == BODY_JSON || (m == BODY_AUTO && ct != NULL && result_json_type(ct, ctlen))) &&
+	    result_body_json(out, body))
+		return "json";
+	if (m != BODY_BASE64 &&
+	    jout_utf8_valid(n > 0 ? (const char *)evbuffer_pullup(body, -1) : "", n)) {
+		jout_str_buf(out, body);
+		return "text";
+	}
+	jout_base64_buf(out, body);
+	return "base64";
+}
+
+static void
+result_timing(struct evbuffer *out, const struct ureq *r, uint64_t t_start)
+{
+	uint64_t end = r->t_phase;
+	double queue = r->t_dispatch ? (double)(r->t_dispatch - t_start) / 1000.0 :
+	    (double)(end - t_start) / 1000.0;
+	double total = r->t_dispatch ? (double)(end - r->t_dispatch) / 1000.0 : 0;
+
+	evbuffer_add_printf(out, ",\"timing\":{\"queue_ms\":%.1f,\"dns_ms\":%.1f,"
+	    "\"connect_ms\":%.1f,\"tls_ms\":%.1f,\"ttfb_ms\":%.1f,\"total_ms\":%.1f}}",
+	    queue, r->dns_ms, r->connect_ms, r->tls_ms, r->ttfb_ms, total);
+}
+
+static void
+result_url(struct evbuffer *out, const struct ureq *r, const json_t *elem)
+{
+	const json_t *url = json_is_string(elem) ? elem : json_object_get(elem, "url");
+	const json_t *id = json_is_object(elem) ? json_object_get(elem, "id") : NULL;
+
+	evbuffer_add_printf(out, "{\"index\":%zu", r->index);
+	if (id != NULL) {
+		evbuffer_add(out, ",\"id\":", 6);
+		json_dump_callback(id, result_dump_cb, out, JSON_COMPACT | JSON_ENCODE_ANY);
+	}
+	evbuffer_add(out, ",\"url\":", 7);
+	if (json_is_string(url))
+		jout_str(out, json_string_value(url), json_string_length(url));
+	else
+		evbuffer_add(out, "null", 4);
+	if (r->final_url != NULL) {
+		evbuffer_add(out, ",\"final_url\":", 13);
+		jout_cstr(out, r->final_url);
+	}
+}
+
+void
+result_write(struct evbuffer *out, const struct ureq *r, const json_t *elem, uint64_t t_start)
+{
+	char remote[64];
+
+	result_url(out, r, elem);
+	if (r->kind != KIND_NONE) {
+		evbuffer_add(out, ",\"error\":{\"kind\":", 17);
+		jout_cstr(out, kind_name(r->kind));
+		evbuffer_add(out, ",\"message\":", 11);
+		jout_cstr(out, r->msg);
+		evbuffer_add_printf(out, "},\"attempts\":%u", r->attempts);
+		result_timing(out, r, t_start);
+		return;
+	}
+	evbuffer_add_printf(out, ",\"status\":%d", r->head.status);
+	if (r->opts->include_headers) {
+		evbuffer_add(out, ",\"headers\":", 11);
+		result_headers(out, &r->head);
+	}
+	const struct h1_header *ct = h1_find(&r->head, "content-type");
+	struct evbuffer *body = r->resp;
+	if (r->opts->body != BODY_NONE)
+		evbuffer_add(out, ",\"body\":", 8);
+	const char *enc = result_body(out, r->opts->body, body, ct ? ct->value : NULL,
+	    ct ? ct->valuelen : 0);
+	upstream_format_addr(&r->remote, remote, sizeof(remote));
+	evbuffer_add_printf(out, ",\"body_encoding\":\"%s\",\"bytes\":%zu,\"attempts\":%u,"
+	    "\"remote\":\"%s\",\"reused\":%s", enc, r->resp_bytes, r->attempts, remote,
+	    r->reused ? "true" : "false");
+	result_timing(out, r, t_start);
+}
