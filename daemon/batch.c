@@ -375,7 +375,7 @@ batch_document(struct evhttp_request *req, const struct conf *c, struct bopts *o
 	json_t *doc;
 	int status;
 
-	doc = json_loadb(len ? (const char *)evbuffer_pullup(in, -1) : "", len, 0, &err);
+	doc = json_loadb(len ? (const char *)evbuffer_pullup(in, -1) : "", len, JSON_ALLOW_NUL, &err);
 	if (doc == NULL) {
 		snprintf(why, sizeof(why), "not JSON: %s (line %d, column %d)", err.text, err.line,
 		    err.column);

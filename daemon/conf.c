@@ -111,7 +111,7 @@ static const struct conf_key conf_keys[] = {
 	CONF_LEVEL(log_level, LOG_LEVEL_INFO),
 	CONF_SIZE(max_header_bytes, 64 * KIB, 1 * KIB, 1 * MIB),
 	CONF_SIZE(output_buffer_bytes, 1 * MIB, 64 * KIB, 256 * MIB),
-	CONF_UINT(dns_cache_size, 10000, 16, 1000000),
+	CONF_UINT(dns_cache_size, 10000, 1, 1000000),
 };
 
 #define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))

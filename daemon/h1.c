@@ -13,6 +13,7 @@
 #define H1_MAX_LINE	4096		/* one chunk-size or trailer line */
 #define H1_MAX_TRAILER	(64 * 1024)	/* the whole trailer section */
 #define H1_MAX_HEX	16		/* digits of a chunk size: a uint64_t */
+#define H1_GO_ON	2		/* h1_chunked_step: progress made, step again */
 
 /* h1_body.state */
 enum {
@@ -119,17 +120,16 @@ h1_find_end(struct evbuffer *buf, size_t limit, size_t *end, const char **why)
 static int
 h1_status_line(struct h1_head *h, const char *s, size_t n, const char **why)
 {
-	*why = "malformed status line";
-	if (n < 12 || memcmp(s, "HTTP/1.", 7) != 0 || (s[7] != '0' && s[7] != '1') ||
-	    s[8] != ' ')
+	int ok = n >= 12 && memcmp(s, "HTTP/1.", 7) == 0 && (s[7] == '0' || s[7] == '1') &&
+	    s[8] == ' ' && s[9] >= '1' && s[9] <= '9' && s[10] >= '0' && s[10] <= '9' &&
+	    s[11] >= '0' && s[11] <= '9' && (n == 12 || s[12] == ' ');
+
+	for (size_t i = 13; ok && i < n; i++)
+		ok = h1_is_text((unsigned char)s[i]);
+	if (!ok) {
+		*why = "malformed status line";
 		return -1;
-	if (s[9] < '1' || s[9] > '9' || s[10] < '0' || s[10] > '9' || s[11] < '0' || s[11] > '9')
-		return -1;
-	if (n > 12 && s[12] != ' ')
-		return -1;
-	for (size_t i = 13; i < n; i++)
-		if (!h1_is_text((unsigned char)s[i]))
-			return -1;
+	}
 	h->minor = s[7] - '0';
 	h->status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
 	return 0;
@@ -241,12 +241,14 @@ h1_framing(struct h1_head *h, int head_request, const char **why)
 		}
 	}
 	if (te != NULL) {
-		*why = h->minor == 0 ? "Transfer-Encoding in an HTTP/1.0 response" :
+		const char *bad = h->minor == 0 ? "Transfer-Encoding in an HTTP/1.0 response" :
 		    cl != NULL ? "both Transfer-Encoding and Content-Length" :
 		    !h1_eq(te->value, te->valuelen, "chunked") ? "Transfer-Encoding other than chunked" :
 		    NULL;
-		if (*why != NULL)
+		if (bad != NULL) {
+			*why = bad;
 			return -1;
+		}
 	}
 	if (cl != NULL && h1_parse_length(cl->value, cl->valuelen, &h->length) == -1) {
 		*why = "invalid Content-Length";
@@ -451,8 +453,26 @@ h1_line(struct evbuffer *in, char *line, size_t *n, const char **why)
 	return 1;
 }
 
-/* chunk-size [ chunk-ext ] CRLF; the extensions are ignored, but may not
- * hold control characters. */
+/* What follows the hex digits (from i on): nothing, or BWS ";" and
+ * extensions that are ignored but may not hold control characters. */
+static int
+h1_chunk_ext_ok(const char *s, size_t i, size_t n)
+{
+	if (i == 0)
+		return 0;	/* no digits */
+	if (i == n)
+		return 1;
+	while (i < n && h1_is_ws(s[i]))
+		i++;
+	if (i == n || s[i] != ';')
+		return 0;
+	for (; i < n; i++)
+		if (!h1_is_text((unsigned char)s[i]))
+			return 0;
+	return 1;
+}
+
+/* chunk-size [ chunk-ext ] CRLF */
 static int
 h1_chunk_size(struct h1_body *b, const char *s, size_t n, const char **why)
 {
@@ -471,25 +491,17 @@ h1_chunk_size(struct h1_body *b, const char *s, size_t n, const char **why)
 		}
 		x = x << 4 | (uint64_t)d;
 	}
-	*why = "malformed chunk size";
-	if (i == 0)
+	if (!h1_chunk_ext_ok(s, i, n)) {
+		*why = "malformed chunk size";
 		return -1;
-	while (i < n && h1_is_ws(s[i]))
-		i++;
-	if (i < n && s[i] != ';')
-		return -1;
-	if (i == n && h1_is_ws(s[n - 1]))
-		return -1;	/* whitespace only before an extension */
-	for (; i < n; i++)
-		if (!h1_is_text((unsigned char)s[i]))
-			return -1;
+	}
 	b->remaining = x;
 	b->state = x == 0 ? H1_BS_TRAILER : H1_BS_CHUNK;
 	b->linelen = 0;
 	return 0;
 }
 
-/* One step of the chunked decoder; 1 to go on, H1_AGAIN, H1_DONE or H1_ERROR. */
+/* One step of the chunked decoder: H1_GO_ON, H1_AGAIN, H1_DONE or H1_ERROR. */
 static int
 h1_chunked_step(struct h1_body *b, struct evbuffer *in, struct evbuffer *out, const char **why)
 {
@@ -503,7 +515,7 @@ h1_chunked_step(struct h1_body *b, struct evbuffer *in, struct evbuffer *out, co
 		if ((rc = h1_line(in, line, &n, why)) <= 0)
 			return rc == 0 ? H1_AGAIN : H1_ERROR;
 		if (b->state == H1_BS_SIZE)
-			return h1_chunk_size(b, line, n, why) == -1 ? H1_ERROR : 1;
+			return h1_chunk_size(b, line, n, why) == -1 ? H1_ERROR : H1_GO_ON;
 		if ((b->linelen += n + 2) > H1_MAX_TRAILER) {
 			*why = "trailer section too large";
 			return H1_ERROR;
@@ -516,13 +528,13 @@ h1_chunked_step(struct h1_body *b, struct evbuffer *in, struct evbuffer *out, co
 		}
 		if (n == 0)
 			b->state = H1_BS_DONE;
-		return 1;
+		return H1_GO_ON;
 	case H1_BS_CHUNK:
 		b->remaining -= h1_move(in, out, b->remaining);
 		if (b->remaining > 0)
 			return H1_AGAIN;
 		b->state = H1_BS_CHUNK_END;
-		return 1;
+		return H1_GO_ON;
 	case H1_BS_CHUNK_END:
 		if (evbuffer_get_length(in) < 2)
 			return H1_AGAIN;
@@ -533,7 +545,7 @@ h1_chunked_step(struct h1_body *b, struct evbuffer *in, struct evbuffer *out, co
 		}
 		evbuffer_drain(in, 2);
 		b->state = H1_BS_SIZE;
-		return 1;
+		return H1_GO_ON;
 	case H1_BS_DONE:
 		return H1_DONE;
 	}
@@ -566,7 +578,7 @@ h1_body_read(struct h1_body *b, struct evbuffer *in, struct evbuffer *out, int e
 			b->state = H1_BS_DONE;
 		rc = b->remaining == 0 ? H1_DONE : H1_AGAIN;
 	} else {
-		while ((rc = h1_chunked_step(b, in, out, why)) == 1)
+		while ((rc = h1_chunked_step(b, in, out, why)) == H1_GO_ON)
 			;
 	}
 	if (rc == H1_AGAIN && eof) {

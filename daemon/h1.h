@@ -29,9 +29,9 @@ enum h1_framing {
 };
 
 struct h1_header {
-	const char *name;	/* points into the head's block, not NUL-terminated */
+	const char *name;	/* points into the head's block; NUL-terminated there */
 	size_t namelen;
-	const char *value;	/* surrounding whitespace trimmed */
+	const char *value;	/* surrounding whitespace trimmed; NUL-terminated */
 	size_t valuelen;
 };
 
@@ -40,20 +40,24 @@ struct h1_header {
 struct h1_head {
 	int status;			/* 100..999 */
 	int minor;			/* HTTP/1.<minor>: 0 or 1 */
-	char *block;			/* owned copy of the header block */
+	char *block;			/* owned copy of the header block, with every name
+					 * and value NUL-terminated in place */
 	size_t blocklen;
 	struct h1_header *headers;	/* owned array */
 	size_t nheaders;
 	enum h1_framing framing;
 	uint64_t length;		/* with H1_LENGTH */
 	int keep_alive;			/* the connection may serve another request after this body */
-	const char *content_encoding;	/* points into block, NUL-terminated copy; NULL if none */
+	const char *content_encoding;	/* points into block, NUL-terminated; repeated
+					 * headers joined with ", "; NULL if none */
 };
 
 /* Takes one complete response head off the front of buf once it is all there.
  * head_request: the request was HEAD (no body whatever the headers say).
  * Returns H1_AGAIN while the head is incomplete and under max_bytes,
  * H1_DONE with *h filled (free with h1_head_clear), or H1_ERROR/H1_TOO_BIG.
+ * *h is overwritten, not freed; on anything but H1_DONE it is left empty and
+ * buf untouched. Each call rescans the buffered head (at most max_bytes).
  * Interim 1xx heads are returned like any other; the caller skips them. */
 int h1_parse_head(struct evbuffer *buf, size_t max_bytes, int head_request,
     struct h1_head *h, const char **why);
@@ -67,7 +71,7 @@ struct h1_body {
 	enum h1_framing framing;
 	uint64_t remaining;	/* of Content-Length, or of the current chunk */
 	int state;		/* private to h1.c */
-	size_t linelen;		/* private: bytes of a chunk-size or trailer line seen */
+	size_t linelen;		/* private: bytes of the trailer section seen */
 };
 
 void h1_body_init(struct h1_body *b, const struct h1_head *h);

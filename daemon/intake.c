@@ -32,6 +32,22 @@ intake_token(const char *s)
 	return 1;
 }
 
+/* The document is loaded with JSON_ALLOW_NUL so that a NUL in a header
+ * value is one request's invalid_request, not the whole batch's 400; every
+ * key and every string compared as a C string must then be NUL-free, or
+ * "url\u0000x" would pass for "url". */
+static int
+intake_plain(const char *s, size_t len)
+{
+	return strlen(s) == len;
+}
+
+static int
+intake_plain_string(const json_t *v)
+{
+	return json_is_string(v) && intake_plain(json_string_value(v), json_string_length(v));
+}
+
 /* An integer option in [min, max]; over cap it is lowered to cap. */
 static int
 intake_uint(const json_t *v, const char *name, unsigned long long min, unsigned long long max,
@@ -57,14 +73,15 @@ static int
 intake_headers(const json_t *h, const char *place, char *why, size_t whylen)
 {
 	const char *k;
+	size_t klen;
 	json_t *v;
 
 	if (!json_is_object(h)) {
 		snprintf(why, whylen, "%s: must be an object", place);
 		return -1;
 	}
-	json_object_foreach((json_t *)(uintptr_t)h, k, v) {
-		if (!intake_token(k) || strlen(k) > 256) {
+	json_object_keylen_foreach((json_t *)(uintptr_t)h, k, klen, v) {
+		if (!intake_plain(k, klen) || !intake_token(k) || klen > 256) {
 			snprintf(why, whylen, "%s: \"%.64s\" is not a valid header name", place, k);
 			return -1;
 		}
@@ -91,7 +108,7 @@ intake_enum(const json_t *v, const char *name, const char *const *names, int *ou
 	char list[96] = "";
 
 	for (int i = 0; names[i] != NULL; i++) {
-		if (json_is_string(v) && strcmp(json_string_value(v), names[i]) == 0) {
+		if (intake_plain_string(v) && strcmp(json_string_value(v), names[i]) == 0) {
 			*out = i;
 			return 0;
 		}
@@ -199,8 +216,10 @@ intake_document(const json_t *doc, const struct conf *c, struct bopts *o, char *
 		snprintf(why, whylen, "the document must be a JSON object");
 		return 400;
 	}
-	json_object_foreach((json_t *)(uintptr_t)doc, k, v) {
-		if (strcmp(k, "requests") != 0 && strcmp(k, "options") != 0) {
+	size_t klen;
+
+	json_object_keylen_foreach((json_t *)(uintptr_t)doc, k, klen, v) {
+		if (!intake_plain(k, klen) || (strcmp(k, "requests") != 0 && strcmp(k, "options") != 0)) {
 			snprintf(why, whylen, "unknown key \"%.64s\"", k);
 			return 400;
 		}
@@ -235,9 +254,14 @@ intake_document(const json_t *doc, const struct conf *c, struct bopts *o, char *
 		snprintf(why, whylen, "options: must be an object");
 		return 400;
 	}
-	json_object_foreach((json_t *)(uintptr_t)opts, k, v)
+	json_object_keylen_foreach((json_t *)(uintptr_t)opts, k, klen, v) {
+		if (!intake_plain(k, klen)) {
+			snprintf(why, whylen, "options: a key holds a NUL");
+			return 400;
+		}
 		if (intake_option(k, v, c, o, why, whylen) < 0)
 			return 400;
+	}
 	return 0;
 }
 
@@ -254,7 +278,7 @@ intake_url(const json_t *v, struct ureq *r, char *why, size_t whylen)
 		snprintf(why, whylen, "url: must be a string");
 		return -1;
 	}
-	if (strlen(json_string_value(v)) != json_string_length(v)) {
+	if (!intake_plain_string(v)) {
 		snprintf(why, whylen, "url: control character or space in URL");
 		return -1;
 	}
@@ -296,10 +320,15 @@ static int
 intake_keys(const json_t *elem, char *why, size_t whylen)
 {
 	const char *k;
+	size_t klen;
 	json_t *v;
 
-	json_object_foreach((json_t *)(uintptr_t)elem, k, v) {
+	json_object_keylen_foreach((json_t *)(uintptr_t)elem, k, klen, v) {
 		int known = 0;
+		if (!intake_plain(k, klen)) {
+			snprintf(why, whylen, "a key holds a NUL");
+			return -1;
+		}
 		for (int i = 0; request_keys[i] != NULL; i++)
 			known |= strcmp(k, request_keys[i]) == 0;
 		if (!known) {
@@ -318,7 +347,7 @@ intake_fields(const json_t *elem, const struct bopts *o, struct ureq *r, char *w
 	unsigned long long u;
 
 	if ((v = json_object_get(elem, "method")) != NULL) {
-		if (!json_is_string(v) || !intake_token(json_string_value(v)) ||
+		if (!intake_plain_string(v) || !intake_token(json_string_value(v)) ||
 		    json_string_length(v) > 32) {
 			snprintf(why, whylen, "method: must be an HTTP token");
 			return -1;

@@ -157,7 +157,8 @@ main_config(int argc, char **argv, int *check)
 	struct conf *c;
 	int ch, verbose = 0;
 
-	while ((ch = getopt(argc, argv, "c:l:tvhV")) != -1) {
+	opterr = 0;	/* one line of our own instead of getopt's */
+	while ((ch = getopt(argc, argv, ":c:l:tvhV")) != -1) {
 		switch (ch) {
 		case 'c':
 			m.conf_path = optarg;
@@ -181,8 +182,11 @@ main_config(int argc, char **argv, int *check)
 		case 'V':
 			printf("fanoutd %s\n", FANOUTD_VERSION);
 			exit(0);
+		case ':':
+			fprintf(stderr, "fanoutd: -%c needs an argument (fanoutd -h for help)\n", optopt);
+			exit(2);
 		default:
-			main_usage(stderr);
+			fprintf(stderr, "fanoutd: unknown option -%c (fanoutd -h for help)\n", optopt);
 			exit(2);
 		}
 	}

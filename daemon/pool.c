@@ -171,6 +171,10 @@ pool_release(struct conn *c)
 {
 	struct origin *o = c->origin;
 
+	if (pool.idle_timeout.tv_sec == 0) {	/* idle_timeout_s = 0: nothing is kept */
+		pool_close(c);
+		return;
+	}
 	c->idle = 1;
 	TAILQ_INSERT_TAIL(&o->idle, c, link);
 	TAILQ_INSERT_TAIL(&pool.idle, c, lru);

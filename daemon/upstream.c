@@ -224,6 +224,16 @@ upstream_backoff(struct ureq *r, int64_t delay_us)
 	upstream_set_state(r, UREQ_BACKOFF);
 }
 
+/* strerror() text as it reads inside a sentence: "connection refused". */
+static const char *
+upstream_strerror(int err, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", strerror(err));
+	if (buf[0] >= 'A' && buf[0] <= 'Z' && (buf[1] < 'A' || buf[1] > 'Z'))
+		buf[0] = (char)(buf[0] - 'A' + 'a');
+	return buf;
+}
+
 /* The funnel for failures before a usable response. retryable: the
  * contract's connect failure or timeout before any response byte. */
 static void
@@ -262,7 +272,7 @@ upstream_start(struct ureq *r, struct conn *c, int reused)
 	r->conn = c;
 	r->reused = reused;
 	r->want_fresh = 0;
-	r->dns_ms = r->connect_ms = r->tls_ms = 0;
+	r->dns_ms = r->connect_ms = r->tls_ms = r->ttfb_ms = 0;
 	if (reused) {
 		metrics.conns_reused++;
 		r->remote = c->remote;
@@ -331,7 +341,7 @@ upstream_connect(struct ureq *r, const struct dns_answer *a)
 {
 	struct conn *c = r->conn;
 	const struct dns_addr *pick = NULL;
-	char addr[INET6_ADDRSTRLEN + 8];
+	char addr[INET6_ADDRSTRLEN + 8], msg[96];
 
 	r->dns_ms = us_to_ms(now_us() - r->t_phase);
 	if (a->naddrs == 0) {
@@ -368,7 +378,7 @@ upstream_connect(struct ureq *r, const struct dns_answer *a)
 			upstream_requeue(r);
 			return;
 		}
-		upstream_fail(r, KIND_CONNECT, 1, strerror(err));
+		upstream_fail(r, KIND_CONNECT, 1, upstream_strerror(err, msg, sizeof(msg)));
 		return;
 	}
 	metrics.conns_opened++;
@@ -665,7 +675,7 @@ upstream_read_head(struct ureq *r, struct evbuffer *in)
 		}
 		metrics.bytes_in += r->head.blocklen;
 		if (r->ttfb_ms == 0)
-			r->ttfb_ms = us_to_ms(now_us() - r->t_dispatch);
+			r->ttfb_ms = us_to_ms(now_us() - r->t_dispatch);	/* of the first head */
 		if (r->head.status >= 200)
 			return upstream_on_head(r);
 		if (r->head.status == 101) {
@@ -772,10 +782,13 @@ upstream_read(struct bufferevent *bev, void *arg)
 static void
 upstream_closed(struct ureq *r, int err)
 {
+	char msg[96];
+
 	switch (r->state) {
 	case UREQ_CONNECTING:
 	case UREQ_TLS:
-		upstream_fail(r, KIND_CONNECT, 1, err != 0 ? strerror(err) : "connection closed");
+		upstream_fail(r, KIND_CONNECT, 1, err != 0 ? upstream_strerror(err, msg, sizeof(msg)) :
+		    "connection closed");
 		return;
 	case UREQ_BODY:
 		upstream_read_body(r, bufferevent_get_input(r->conn->bev), 1);
@@ -794,7 +807,7 @@ upstream_closed(struct ureq *r, int err)
 	}
 	if (!r->got_bytes)
 		upstream_error(r, KIND_PROTOCOL, "connection closed before any response%s%s",
-		    err != 0 ? ": " : "", err != 0 ? strerror(err) : "");
+		    err != 0 ? ": " : "", err != 0 ? upstream_strerror(err, msg, sizeof(msg)) : "");
 	else
 		upstream_error(r, KIND_PROTOCOL, "connection closed inside the response head");
 }

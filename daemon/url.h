@@ -19,11 +19,15 @@ struct url {
 };
 
 /* Parses an absolute http(s) URL. On failure returns -1 and writes a message
- * naming the problem (e.g. `unsupported scheme "ftp"`) into why. */
+ * naming the problem (e.g. `unsupported scheme "ftp"`) into why, and leaves
+ * *u zeroed. *u is overwritten, not freed. Normalises: scheme and host to
+ * lower case, IPv6 to its compressed form, bytes >= 0x80 in the path and
+ * query percent-encoded, dot segments removed, the fragment dropped. */
 int url_parse(struct url *u, const char *s, char *why, size_t whylen);
 
 /* Resolves a redirect Location (absolute, scheme-relative, absolute-path or
- * relative reference) against base. Same return and why as url_parse. */
+ * relative reference) against base (RFC 3986 §5.2). Same return and why as
+ * url_parse; u must not be base. */
 int url_resolve(struct url *u, const struct url *base, const char *location, char *why, size_t whylen);
 
 void url_free(struct url *u);

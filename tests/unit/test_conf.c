@@ -243,7 +243,7 @@ test_bounds(void)
 		{ "drain_timeout_s = 3601", "drain_timeout_s: must be between 0 and 3600" },
 		{ "max_header_bytes = 1023", "max_header_bytes: must be between 1024 and 1048576" },
 		{ "output_buffer_bytes = 65535", "output_buffer_bytes: must be between 65536 and 268435456" },
-		{ "dns_cache_size = 15", "dns_cache_size: must be between 16 and 1000000" },
+		{ "dns_cache_size = 0", "dns_cache_size: must be between 1 and 1000000" },
 		/* Overflow is out of range, not garbage. */
 		{ "max_batch = 99999999999999999999999", "max_batch: must be between 1 and 1000000" },
 		{ "max_body_bytes = 17179869184g", "max_body_bytes: must be between 0 and 1073741824" },
