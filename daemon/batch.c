@@ -316,6 +316,10 @@ batch_caller_gone(struct evhttp_connection *evcon, void *arg)
 		return;
 	}
 	log_debug("batch %u: caller went away", b->id);
+	/* A failed write detaches the request from its connection before the
+	 * connection is freed; libevent then leaves the request to us. */
+	if (b->req != NULL && evhttp_request_get_connection(b->req) == NULL)
+		evhttp_request_free(b->req);
 	b->req = NULL;
 	b->evcon = NULL;
 	if (b->closewatch != NULL) {

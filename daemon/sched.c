@@ -13,7 +13,7 @@
 
 static struct {
 	struct event *pump;
-	TAILQ_HEAD(, sched_batch) batches;
+	TAILQ_HEAD(sched_batches, sched_batch) batches;
 	TAILQ_HEAD(, origin) starving;	/* origins parked on the global budget */
 } sched;
 
@@ -305,9 +305,17 @@ sched_pump(evutil_socket_t fd, short what, void *arg)
 		struct sched_batch *sb, *next;
 		int progress = 0;
 
+		/* One pass: each batch as it stood at the start gets one try.
+		 * A batch that dispatches goes to the back, so the next free
+		 * slot, here or in a later pump, is offered to the others first. */
+		struct sched_batch *last = TAILQ_LAST(&sched.batches, sched_batches);
 		for (sb = TAILQ_FIRST(&sched.batches); sb != NULL; sb = next) {
-			next = TAILQ_NEXT(sb, link);
-			progress |= sched_batch_one(sb);
+			next = sb == last ? NULL : TAILQ_NEXT(sb, link);
+			if (sched_batch_one(sb)) {
+				progress = 1;
+				TAILQ_REMOVE(&sched.batches, sb, link);
+				TAILQ_INSERT_TAIL(&sched.batches, sb, link);
+			}
 		}
 		if (progress)
 			continue;
