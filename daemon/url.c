@@ -139,23 +139,31 @@ url_check_authority(const char *auth, size_t n, char *why, size_t whylen)
 	return url_check_port(auth, n, why, whylen);
 }
 
-/* Percent-encodes bytes >= 0x80 the way browsers do, since libevent's strict
- * parser (rightly) refuses them raw. Only called once the authority is known
- * to be ASCII, so this touches the path, query and fragment alone. */
+/* Percent-encodes, in the path, query and fragment (from offset skip on),
+ * bytes >= 0x80 and the printable characters RFC 3986 does not allow there
+ * but callers write all the time ("?filter[a]=1", "{id}"), the way browsers
+ * and curl send them; libevent's strict parser (rightly) refuses them raw.
+ * Space and control characters are not printable and stay refused. */
+static int
+url_needs_encoding(unsigned char c)
+{
+	return c >= 0x80 || (c != '\0' && strchr("[]{}|^\\`<>\"", c) != NULL);
+}
+
 static char *
-url_encode_high(const char *s)
+url_encode_high(const char *s, size_t skip)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	size_t n = 0;
+	size_t n = 0, i;
 	char *r, *o;
 
-	for (const char *p = s; *p != '\0'; p++)
-		n += (unsigned char)*p >= 0x80 ? 3 : 1;
+	for (i = 0; s[i] != '\0'; i++)
+		n += i >= skip && url_needs_encoding((unsigned char)s[i]) ? 3 : 1;
 	if ((r = malloc(n + 1)) == NULL)
 		return NULL;
-	for (o = r; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c >= 0x80) {
+	for (o = r, i = 0; s[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (i >= skip && url_needs_encoding(c)) {
 			*o++ = '%';
 			*o++ = hex[c >> 4];
 			*o++ = hex[c & 0xf];
@@ -442,7 +450,7 @@ url_parse(struct url *u, const char *s, char *why, size_t whylen)
 	alen = strcspn(auth, "/?#");
 	if (url_check_authority(auth, alen, why, whylen) == -1)
 		return -1;
-	if ((copy = url_encode_high(s)) == NULL) {
+	if ((copy = url_encode_high(s, n + 3 + alen)) == NULL) {
 		url_error(why, whylen, "out of memory");
 		return -1;
 	}
