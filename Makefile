@@ -50,6 +50,8 @@ build/asan/test_policy: build/asan/policy.o build/asan/conf.o build/asan/log.o
 build/asan/test_url: build/asan/url.o build/asan/log.o
 build/asan/test_h1: build/asan/h1.o build/asan/log.o
 build/asan/test_body: build/asan/body.o build/asan/log.o
+build/asan/test_result: build/asan/result.o build/asan/jout.o build/asan/h1.o build/asan/util.o build/asan/log.o
+build/asan/test_dnscache: build/asan/dnscache.o build/asan/map.o build/asan/metrics.o build/asan/util.o build/asan/log.o build/asan/conf.o build/asan/policy.o
 
 asan: build/asan/fanoutd
 

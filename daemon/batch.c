@@ -420,7 +420,10 @@ batch_start_stream(struct batch *b)
 
 	evhttp_add_header(h, "Content-Type", b->opts.ndjson ? "application/x-ndjson" :
 	    "application/json");
-	evhttp_add_header(h, "X-Fanoutd-Batch", "1");
+	char id[16];
+
+	snprintf(id, sizeof(id), "%u", b->id);
+	evhttp_add_header(h, "X-Fanoutd-Batch", id);	/* the id in the daemon's log */
 	evhttp_send_reply_start(b->req, 200, "OK");
 	evhttp_connection_set_closecb(b->evcon, batch_caller_gone, b);
 	evhttp_request_set_on_complete_cb(b->req, batch_sent, b);

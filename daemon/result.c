@@ -10,7 +10,6 @@
 
 #include "jout.h"
 #include "result.h"
-#include "upstream.h"
 
 static void
 result_lower_name(struct evbuffer *out, const char *name, size_t n)
@@ -185,7 +184,7 @@ result_write(struct evbuffer *out, const struct ureq *r, const json_t *elem, uin
 		evbuffer_add(out, ",\"body\":", 8);
 	const char *enc = result_body(out, r->opts->body, body, ct ? ct->value : NULL,
 	    ct ? ct->valuelen : 0);
-	upstream_format_addr(&r->remote, remote, sizeof(remote));
+	addr_format(&r->remote, remote, sizeof(remote));
 	evbuffer_add_printf(out, ",\"body_encoding\":\"%s\",\"bytes\":%zu,\"attempts\":%u,"
 	    "\"remote\":\"%s\",\"reused\":%s", enc, r->resp_bytes, r->attempts, remote,
 	    r->reused ? "true" : "false");

@@ -319,23 +319,6 @@ upstream_sockaddr(const struct dns_addr *d, uint16_t port, struct sockaddr_stora
 	return sizeof(*s4);
 }
 
-void
-upstream_format_addr(const struct sockaddr_storage *ss, char *dst, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN];
-
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-		snprintf(dst, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
-	} else if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-		snprintf(dst, len, "%s:%u", ip, ntohs(s4->sin_port));
-	} else
-		snprintf(dst, len, "?");
-}
-
 static void
 upstream_connect(struct ureq *r, const struct dns_answer *a)
 {
@@ -353,7 +336,7 @@ upstream_connect(struct ureq *r, const struct dns_answer *a)
 	for (int i = 0; i < a->naddrs; i++) {
 		c->remotelen = upstream_sockaddr(&a->addrs[i], r->url.port, &c->remote);
 		if (!policy_allows(r->opts->conf, (struct sockaddr *)&c->remote)) {
-			upstream_format_addr(&c->remote, addr, sizeof(addr));
+			addr_format(&c->remote, addr, sizeof(addr));
 			upstream_error(r, KIND_BLOCKED, "address %s is not allowed by policy", addr);
 			return;
 		}

@@ -22,8 +22,6 @@ void upstream_abort(struct ureq *r, enum kind kind, const char *msg);
 
 void upstream_free(struct ureq *r);
 
-/* "1.2.3.4:80" or "[::1]:80" */
-void upstream_format_addr(const struct sockaddr_storage *ss, char *dst, size_t len);
 
 /* True for the methods the contract retries: GET HEAD OPTIONS PUT DELETE. */
 int upstream_idempotent(const char *method);

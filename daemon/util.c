@@ -1,5 +1,8 @@
 /* util.c: see util.h. */
+#include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <time.h>
 
@@ -71,4 +74,21 @@ now_us(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void
+addr_format(const struct sockaddr_storage *ss, char *dst, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+		snprintf(dst, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
+	} else if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+		snprintf(dst, len, "%s:%u", ip, ntohs(s4->sin_port));
+	} else
+		snprintf(dst, len, "?");
 }

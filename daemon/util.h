@@ -1,6 +1,6 @@
 /* util.h: allocation that cannot fail (out of memory is fatal for a daemon
- * that would otherwise half-serve), the monotonic clock, and the error kinds
- * every module reports in. */
+ * that would otherwise half-serve), the monotonic clock, the error kinds
+ * every module reports in, and socket addresses as text. */
 #ifndef FANOUTD_UTIL_H
 #define FANOUTD_UTIL_H
 
@@ -36,5 +36,10 @@ enum kind {
 };
 
 const char *kind_name(enum kind k);
+
+struct sockaddr_storage;
+
+/* "1.2.3.4:80" or "[::1]:80" */
+void addr_format(const struct sockaddr_storage *ss, char *dst, size_t len);
 
 #endif

@@ -1,0 +1,206 @@
+/* test_result.c: the JSON text of results: string escaping, UTF-8 checks,
+ * base64, body modes and the response headers object. Every output is also
+ * parsed back with jansson, so "valid JSON" is checked, not assumed. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "jout.h"
+#include "result.h"
+#include "unit.h"
+
+/* The buffer's text, NUL-terminated; the caller frees it. */
+static char *
+text_of(struct evbuffer *b)
+{
+	size_t n = evbuffer_get_length(b);
+	char *s = malloc(n + 1);
+
+	evbuffer_copyout(b, s, n);
+	s[n] = '\0';
+	return s;
+}
+
+static void
+check_str(const char *in, size_t n, const char *want)
+{
+	struct evbuffer *b = evbuffer_new();
+	char *got;
+	json_t *v;
+
+	jout_str(b, in, n);
+	got = text_of(b);
+	CHECK_STR(got, want);
+	v = json_loads(got, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	CHECK(v != NULL && json_is_string(v));
+	json_decref(v);
+	free(got);
+	evbuffer_free(b);
+}
+
+static void
+test_escaping(void)
+{
+	check_str("plain", 5, "\"plain\"");
+	check_str("a\"b\\c", 5, "\"a\\\"b\\\\c\"");
+	check_str("\n\r\t\x01\x1f", 5, "\"\\n\\r\\t\\u0001\\u001f\"");
+	check_str("a\0b", 3, "\"a\\u0000b\"");
+	check_str("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14, "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+	/* Not UTF-8: each bad byte becomes U+FFFD, so the JSON stays valid. */
+	check_str("a\xffz", 3, "\"a\xef\xbf\xbdz\"");
+	check_str("\xc3", 1, "\"\xef\xbf\xbd\"");			/* cut short */
+	check_str("\xc0\xaf", 2, "\"\xef\xbf\xbd\xef\xbf\xbd\"");	/* overlong */
+	check_str("\xed\xa0\x80", 3, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");	/* surrogate */
+}
+
+static void
+test_utf8(void)
+{
+	CHECK(jout_utf8_valid("", 0));
+	CHECK(jout_utf8_valid("abc", 3));
+	CHECK(jout_utf8_valid("\xf4\x8f\xbf\xbf", 4));
+	CHECK(!jout_utf8_valid("\xf4\x90\x80\x80", 4));		/* past U+10FFFF */
+	CHECK(!jout_utf8_valid("\xe2\x82", 2));
+	CHECK(!jout_utf8_valid("\x80", 1));
+}
+
+static char *
+body_as(enum body_mode m, const char *body, size_t n, const char *ct, const char **enc)
+{
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+	char *s;
+
+	/* Several chains, as bodies arrive from the network. */
+	for (size_t i = 0; i < n; i += 3)
+		evbuffer_add(in, body + i, n - i < 3 ? n - i : 3);
+	*enc = result_body(out, m, in, ct, ct ? strlen(ct) : 0);
+	s = text_of(out);
+	evbuffer_free(in);
+	evbuffer_free(out);
+	return s;
+}
+
+static void
+check_body(enum body_mode m, const char *body, size_t n, const char *ct, const char *want_enc,
+    const char *want)
+{
+	const char *enc;
+	char *got = body_as(m, body, n, ct, &enc);
+
+	CHECK_STR(enc, want_enc);
+	CHECK_STR(got, want);
+	free(got);
+}
+
+static void
+test_body_modes(void)
+{
+	const char *js = "{ \"a\" : [1, 2],\n \"b\": null }";
+
+	check_body(BODY_AUTO, js, strlen(js), "application/json; charset=utf-8", "json",
+	    "{\"a\":[1,2],\"b\":null}");
+	check_body(BODY_AUTO, js, strlen(js), "application/problem+json", "json",
+	    "{\"a\":[1,2],\"b\":null}");
+	check_body(BODY_AUTO, js, strlen(js), "text/plain", "text",
+	    "\"{ \\\"a\\\" : [1, 2],\\n \\\"b\\\": null }\"");
+	check_body(BODY_AUTO, "{bad", 4, "application/json", "text", "\"{bad\"");
+	check_body(BODY_AUTO, "\xff\x00\x01", 3, NULL, "base64", "\"/wAB\"");
+	check_body(BODY_JSON, "42", 2, NULL, "json", "42");
+	check_body(BODY_JSON, "nope", 4, NULL, "text", "\"nope\"");
+	check_body(BODY_JSON, "\xff", 1, NULL, "base64", "\"/w==\"");
+	check_body(BODY_TEXT, "hi", 2, "application/json", "text", "\"hi\"");
+	check_body(BODY_TEXT, "h\xffi", 3, NULL, "base64", "\"aP9p\"");
+	check_body(BODY_BASE64, "hello", 5, NULL, "base64", "\"aGVsbG8=\"");
+	check_body(BODY_BASE64, "", 0, NULL, "base64", "\"\"");
+	check_body(BODY_TEXT, "", 0, NULL, "text", "\"\"");
+	check_body(BODY_NONE, "hello", 5, NULL, "none", "");
+}
+
+/* A big body crosses the base64 step (48 KiB) with no padding in between. */
+static void
+test_base64_long(void)
+{
+	size_t n = 100000;
+	char *body = malloc(n), *got;
+	const char *enc;
+	json_t *v;
+
+	for (size_t i = 0; i < n; i++)
+		body[i] = (char)(i * 7);
+	got = body_as(BODY_BASE64, body, n, NULL, &enc);
+	CHECK(strlen(got) == (n + 2) / 3 * 4 + 2);
+	CHECK(strchr(got + 1, '=') == NULL || strchr(got + 1, '=') >= got + strlen(got) - 3);
+	v = json_loads(got, JSON_DECODE_ANY, NULL);
+	CHECK(v != NULL);
+	json_decref(v);
+	free(got);
+	free(body);
+}
+
+static void
+test_result_object(void)
+{
+	static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+	    "Set-Cookie: a=1\r\nX-Many: 1\r\nset-cookie: b=2\r\nx-many: 2\r\nX-Bin: \xff\r\n"
+	    "Content-Length: 2\r\n\r\n";
+	struct bopts o = { .include_headers = 1, .body = BODY_AUTO };
+	struct ureq r = { .opts = &o, .index = 3, .attempts = 1, .reused = 1 };
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+	const char *why;
+	json_t *elem = json_pack("{s:s,s:i}", "url", "http://a.test/x", "id", 7), *v;
+	char *got;
+
+	evbuffer_add(in, resp, sizeof(resp) - 1);
+	CHECK(h1_parse_head(in, 65536, 0, &r.head, &why) == H1_DONE);
+	r.resp = evbuffer_new();
+	evbuffer_add(r.resp, "[]", 2);
+	r.resp_bytes = 2;
+	result_write(out, &r, elem, 0);
+	got = text_of(out);
+	v = json_loads(got, 0, NULL);
+	CHECK(v != NULL);
+	CHECK(json_integer_value(json_object_get(v, "index")) == 3);
+	CHECK(json_integer_value(json_object_get(v, "id")) == 7);
+	CHECK(json_integer_value(json_object_get(v, "status")) == 200);
+	CHECK_STR(json_string_value(json_object_get(v, "body_encoding")), "json");
+	json_t *h = json_object_get(v, "headers");
+	CHECK_STR(json_string_value(json_object_get(h, "x-many")), "1, 2");
+	CHECK_STR(json_string_value(json_object_get(h, "x-bin")), "\xef\xbf\xbd");
+	CHECK(json_array_size(json_object_get(h, "set-cookie")) == 2);
+	CHECK_STR(json_string_value(json_array_get(json_object_get(h, "set-cookie"), 1)), "b=2");
+	CHECK(json_is_true(json_object_get(v, "reused")));
+	CHECK(json_object_get(json_object_get(v, "timing"), "total_ms") != NULL);
+	json_decref(v);
+	free(got);
+
+	/* An error result has no status, headers or body. */
+	evbuffer_drain(out, evbuffer_get_length(out));
+	r.kind = KIND_TIMEOUT;
+	snprintf(r.msg, sizeof(r.msg), "body not complete within 5 ms");
+	result_write(out, &r, elem, 0);
+	got = text_of(out);
+	v = json_loads(got, 0, NULL);
+	CHECK(v != NULL && json_object_get(v, "status") == NULL);
+	CHECK_STR(json_string_value(json_object_get(json_object_get(v, "error"), "kind")), "timeout");
+	json_decref(v);
+	free(got);
+
+	h1_head_clear(&r.head);
+	evbuffer_free(r.resp);
+	evbuffer_free(in);
+	evbuffer_free(out);
+	json_decref(elem);
+}
+
+int
+main(void)
+{
+	test_escaping();
+	test_utf8();
+	test_body_modes();
+	test_base64_long();
+	test_result_object();
+	return UNIT_DONE();
+}
