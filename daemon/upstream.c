@@ -165,8 +165,10 @@ upstream_finish(struct ureq *r, int keep_conn)
 	}
 	if (r->timer != NULL)
 		evtimer_del(r->timer);
-	if (r->bh != NULL)
+	if (r->bh != NULL) {
+		sched_remove(r);	/* a redirect or retry timed out in the queue */
 		sched_finished(r);
+	}
 	r->state = UREQ_DONE;
 	r->t_phase = now;
 	metrics.requests[r->kind]++;
@@ -217,7 +219,7 @@ upstream_retry_delay(const struct ureq *r, int64_t retry_after_us)
 static void
 upstream_backoff(struct ureq *r, int64_t delay_us)
 {
-	upstream_drop_conn(r, 1);
+	upstream_drop_conn(r, 0);
 	upstream_reset_attempt(r);
 	upstream_drop_body(r);
 	r->retry_in_us = delay_us;
@@ -250,13 +252,16 @@ upstream_fail(struct ureq *r, enum kind kind, int retryable, const char *msg)
 	upstream_error(r, kind, "%s", msg);
 }
 
-/* Queues the next attempt or hop on a connection of its own. */
+/* Queues the next attempt or hop. A connection still held failed (one that
+ * ended cleanly was dropped by the caller), so it is closed. The total timer
+ * is re-armed: waiting for a slot again counts against timeout_ms. */
 static void
 upstream_requeue(struct ureq *r)
 {
-	upstream_drop_conn(r, 1);
+	upstream_drop_conn(r, 0);
 	upstream_reset_attempt(r);
 	sched_enqueue(batch_sb(r->batch), r, 1);
+	upstream_arm(r);
 }
 
 void
@@ -469,6 +474,7 @@ upstream_phase(const struct ureq *r)
 	switch (r->state) {
 	case UREQ_RESOLVING:
 		return "dns";
+	case UREQ_QUEUED:	/* a retry or hop waiting for a connection */
 	case UREQ_CONNECTING:
 		return "connect";
 	case UREQ_TLS:

@@ -1,0 +1,129 @@
+"""Fixtures for the fanoutd integration tests.
+
+  dns          dnsmasq for the session (names in harness.Dnsmasq.HOSTS), with a per-test query log
+  upstreams    factory: upstreams(n=1, host="127.0.0.1") -> [Upstream], closed after the test
+  upstream     one Upstream
+  blackhole    a loopback address where connect() hangs
+  daemon       factory: daemon(**config_keys, args=(), env=None) -> a running, READY Daemon;
+               at teardown: SIGTERM, bounded wait, exit status 0 (or d.expect_rc) and no
+               sanitizer report on its stderr
+  fanoutd      run_fanoutd(args, config=None): runs fanoutd to completion (-t, -V, bind failures)
+
+fanoutd is $FANOUTD_BIN (set by `make integration`); without it every test using the
+daemon fails with a message saying so.
+"""
+
+import shutil
+import threading
+
+import pytest
+
+import harness
+from upstream import Blackhole, Upstream, wait_cond
+
+# Defaults every test daemon gets unless the test overrides them: short drains keep the
+# teardown fast, and DNS always goes to the test dnsmasq, never the host's resolver.
+BASE_KEYS = {
+    "drain_timeout_s": 2,
+}
+
+
+@pytest.fixture(scope="session")
+def dnsmasq():
+    d = harness.Dnsmasq()
+    yield d
+    d.cleanup()
+
+
+@pytest.fixture
+def dns(dnsmasq):
+    return harness.DnsLog(dnsmasq)
+
+
+@pytest.fixture
+def upstreams():
+    """Factory; all servers of one test share one Condition, so upstreams.wait_for(pred)
+    can wait for a predicate over several of them."""
+    made = []
+    cond = threading.Condition()
+
+    def make(n=1, host="127.0.0.1"):
+        new = [Upstream(host, cond=cond) for _ in range(n)]
+        made.extend(new)
+        return new
+
+    make.all = made
+    make.wait_for = lambda predicate, timeout=5.0: wait_cond(cond, predicate, timeout)
+    yield make
+    for u in made:
+        u.close()
+
+
+@pytest.fixture
+def upstream(upstreams):
+    return upstreams(1)[0]
+
+
+@pytest.fixture
+def sockdir():
+    """A short directory for Unix socket paths, removed after the test."""
+    d = harness.short_tmpdir("fo-t-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def blackhole():
+    b = Blackhole()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def daemon(dnsmasq, upstreams):
+    """Factory. Keyword arguments are config keys (lists repeat the key; None drops a
+    default); `listen` replaces the default Unix listener."""
+    started = []
+
+    def start(args=(), env=None, wait_ready=True, **keys):
+        try:
+            harness.fanoutd_bin()
+        except RuntimeError as e:
+            pytest.fail(str(e), pytrace=False)
+        workdir = harness.short_tmpdir("fo-")
+        conf = dict(BASE_KEYS)
+        conf["listen"] = "unix:%s/s.sock" % workdir
+        conf["dns_server"] = dnsmasq.server
+        conf.update(keys)
+        d = harness.Daemon(workdir, conf, args, env)
+        started.append(d)
+        if wait_ready:
+            d.wait_ready()
+        return d
+
+    yield start
+    # Let the upstreams finish whatever a test left hanging, so the drain is quick.
+    for u in upstreams.all:
+        u.release_all()
+    failures = []
+    for d in started:
+        try:
+            d.check_clean()
+        except AssertionError as e:
+            failures.append(str(e))
+        finally:
+            d.cleanup()
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
+
+
+@pytest.fixture
+def fanoutd():
+    def run(args, config=None, timeout=10.0, env=None):
+        try:
+            harness.fanoutd_bin()
+        except RuntimeError as e:
+            pytest.fail(str(e), pytrace=False)
+        return harness.run_fanoutd(args, config, timeout, env)
+
+    return run
