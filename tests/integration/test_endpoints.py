@@ -33,6 +33,7 @@ def test_wrong_method_is_405(daemon, upstream):
         r = c.request(method, target, body=b"{}" if method in ("PUT", "POST") else b"")
         assert r.status == 405, (method, target, r.status)
         assert error_of(r)["kind"] == "method_not_allowed"
+        assert r.header("Allow"), r.headers
     assert upstream.count() == 0
 
 

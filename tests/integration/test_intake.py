@@ -163,6 +163,7 @@ def bad_requests(up):
         ("http://127.0.0.1\r\nX-Injected: 1:%d/ok" % up.port, "url"),
         ("ftp://%s/ok" % up.authority, 'url: unsupported scheme "ftp"'),
         ("http:///ok", "url"),
+        ("http://user:pw@%s/ok" % up.authority, "url"),
         ("http://", "url"),
         ("not a url", "url"),
         ("", "url"),

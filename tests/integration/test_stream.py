@@ -18,7 +18,9 @@ def test_first_result_is_read_before_the_slow_upstream_answers(daemon, upstream,
     bs = d.stream([upstream.url("/wait/slow"), upstream.url("/ok")], **kw)
     first = bs.next_result()  # blocks until the first result is on the wire
     assert first["index"] == 1 and first["status"] == 200
-    # The slow handler is still parked on its event: its answer cannot have been sent.
+    # The slow request may reach the upstream only now; it is then parked on its
+    # event, so its answer cannot have been sent.
+    assert upstream.wait_for(lambda u: any(r.path == "/wait/slow" for r in u.requests), 5)
     (slow,) = upstream.reqs("/wait")
     assert slow.outcome is None and upstream.stats()["inflight"] == 1
     upstream.release("slow")
