@@ -12,6 +12,7 @@
 
 static struct {
 	struct conf *conf;
+	SSL_CTX *tls;
 	int stopping;
 } api;
 
@@ -70,7 +71,7 @@ api_route(struct evhttp_request *req, void *arg)
 			metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
 			api_error(req, 503, "overloaded", "shutting down", NULL);
 		} else
-			batch_handle(req, api.conf);
+			batch_handle(req, api.conf, api.tls);
 	} else if (strcmp(path, "/healthz") == 0) {
 		if (get)
 			api_reply(req, 200, "application/json", "{\"status\":\"ok\"}\n");
@@ -86,9 +87,9 @@ api_route(struct evhttp_request *req, void *arg)
 }
 
 void
-api_init(struct evhttp *http, struct conf *c)
+api_init(struct evhttp *http, struct conf *c, SSL_CTX *tls)
 {
-	api.conf = conf_ref(c);
+	api_set_conf(c, tls);
 	/* Every method reaches api_route, so a wrong one gets our JSON 405. */
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 	    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
@@ -97,12 +98,12 @@ api_init(struct evhttp *http, struct conf *c)
 }
 
 void
-api_set_conf(struct conf *c)
+api_set_conf(struct conf *c, SSL_CTX *tls)
 {
-	struct conf *old = api.conf;
-
+	api_shutdown();
 	api.conf = conf_ref(c);
-	conf_unref(old);
+	SSL_CTX_up_ref(tls);
+	api.tls = tls;
 }
 
 void
@@ -114,6 +115,10 @@ api_stop_accepting(void)
 void
 api_shutdown(void)
 {
-	conf_unref(api.conf);
+	if (api.conf != NULL)
+		conf_unref(api.conf);
+	if (api.tls != NULL)
+		SSL_CTX_free(api.tls);
 	api.conf = NULL;
+	api.tls = NULL;
 }

@@ -17,6 +17,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
+#include <openssl/ssl.h>
 
 #include "batch.h"
 #include "conf.h"
@@ -119,6 +120,7 @@ batch_free(evutil_socket_t fd, short what, void *arg)
 		event_free(b->deadline);
 	evbuffer_free(b->scratch);
 	json_decref(b->doc);
+	SSL_CTX_free(b->opts.tls);
 	conf_unref(b->conf);
 	free(b);
 	if (bs.count == 0 && bs.idle != NULL)
@@ -463,7 +465,7 @@ batch_intake(struct batch *b)
 }
 
 void
-batch_handle(struct evhttp_request *req, struct conf *c)
+batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls)
 {
 	struct batch *b;
 	struct bopts o;
@@ -484,6 +486,8 @@ batch_handle(struct evhttp_request *req, struct conf *c)
 	b->doc = doc;
 	b->opts = o;
 	b->opts.ndjson = batch_wants_ndjson(req);
+	SSL_CTX_up_ref(tls);
+	b->opts.tls = tls;
 	b->n = json_array_size(json_object_get(doc, "requests"));
 	b->t_start = now_us();
 	b->complete = 1;

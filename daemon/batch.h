@@ -13,7 +13,7 @@ struct conf;
 void batch_init(struct event_base *base, void (*idle)(void));
 
 /* POST /v1/batch: takes the request, answers it (an error, or a stream). */
-void batch_handle(struct evhttp_request *req, struct conf *c);
+void batch_handle(struct evhttp_request *req, struct conf *c, struct ssl_ctx_st *tls);
 
 /* From upstream.c: r is finished; the batch writes its result and frees it. */
 void batch_result(struct batch *b, struct ureq *r);

@@ -49,6 +49,7 @@ struct bopts {
 	int include_headers;
 	int ndjson;
 	const struct conf *conf;	/* the snapshot the batch started with */
+	struct ssl_ctx_st *tls;		/* its TLS context (a reference) */
 };
 
 /* An upstream origin (scheme, host, port) shared by all batches. */
@@ -60,6 +61,7 @@ struct origin {
 	unsigned refcnt;		/* bhosts and conns */
 	unsigned nconns;		/* open or opening, idle included */
 	TAILQ_HEAD(pool_conns, conn) idle;	/* most recently used last */
+	struct ssl_session_st *tls_session;	/* tls.c's: offered for resumption */
 	/* sched.c's: */
 	TAILQ_HEAD(, bhost) waiters;	/* bhosts waiting for this origin */
 	int starving;			/* on the global starving list */
@@ -168,6 +170,7 @@ struct ureq {
 
 	/* Timings, microseconds since the epoch of now_us(). */
 	uint64_t t_queued, t_dispatch, t_phase;
+	uint64_t t_connect;		/* connect began: TLS counts against connect_timeout_ms */
 	double dns_ms, connect_ms, tls_ms, ttfb_ms;
 
 	/* Outcome. */

@@ -286,10 +286,6 @@ intake_url(const json_t *v, struct ureq *r, char *why, size_t whylen)
 		snprintf(why, whylen, "url: %s", msg);
 		return -1;
 	}
-	if (r->url.https) {
-		snprintf(why, whylen, "url: HTTPS is not supported yet");
-		return -1;
-	}
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "dnscache.h"
 #include "listen.h"
+#include "tls.h"
 #include "log.h"
 #include "pool.h"
 #include "sched.h"
@@ -28,6 +29,7 @@ static struct {
 	struct event_base *base;
 	struct evhttp *http;
 	struct conf *conf;
+	SSL_CTX *tls;
 	const char *conf_path;
 	struct event *sigs[4];
 	struct event *drain;
@@ -116,6 +118,8 @@ main_stop(void)
 static void
 main_reload(void)
 {
+	const char *why = NULL;
+	SSL_CTX *tls = NULL;
 	struct conf *c;
 
 	if (m.conf_path == NULL) {
@@ -123,15 +127,23 @@ main_reload(void)
 		return;
 	}
 	sd_notify(0, "RELOADING=1");
+
 	c = conf_load(m.conf_path, stderr);
-	if (c == NULL) {
+	if (c != NULL && (tls = tls_ctx_new(c, &why)) == NULL)
+		log_error("reload: %s", why);
+	if (c == NULL || tls == NULL) {
 		log_error("reload: %s has errors; keeping the running configuration", m.conf_path);
+		if (c != NULL)
+			conf_unref(c);
 	} else {
-		/* Listeners stay as they are; new batches take the new limits. */
-		api_set_conf(c);
+		/* Listeners stay as they are; new batches take the new limits
+		 * and trust store, batches in flight keep theirs. */
+		api_set_conf(c, tls);
 		log_level = c->log_level;
 		conf_unref(m.conf);
+		SSL_CTX_free(m.tls);
 		m.conf = c;
+		m.tls = tls;
 		log_info("reload: %s applied to new batches", m.conf_path);
 	}
 	sd_notify(0, "READY=1");
@@ -222,11 +234,13 @@ main_setup(void)
 	evhttp_set_timeout(m.http, MAIN_CALLER_TIMEOUT_S);
 	if (dnscache_init(m.base, m.conf, &why) < 0)
 		fatal("%s", why);
+	if ((m.tls = tls_ctx_new(m.conf, &why)) == NULL)
+		fatal("%s", why);
 	pool_init(m.base, main_fd_budget(m.conf), m.conf->max_per_host, m.conf->idle_timeout_s);
 	sched_init(m.base);
 	upstream_init(m.base);
 	batch_init(m.base, main_batches_gone);
-	api_init(m.http, m.conf);
+	api_init(m.http, m.conf, m.tls);
 	if (listen_open(m.base, m.http, m.conf->listen, m.conf->nlisten, err, sizeof(err)) < 0) {
 		fprintf(stderr, "fanoutd: %s\n", err);
 		exit(2);
@@ -252,6 +266,7 @@ main_teardown(void)
 	dnscache_shutdown();
 	api_shutdown();
 	event_base_free(m.base);
+	SSL_CTX_free(m.tls);
 	conf_unref(m.conf);
 }
 

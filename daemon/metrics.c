@@ -102,6 +102,9 @@ metrics_render(struct evbuffer *out)
 	    (long long)metrics.bytes_in);
 	metrics_one(out, "fanoutd_caller_bytes_out_total", "counter",
 	    "Bytes of result documents written to callers.", (long long)metrics.bytes_out);
+	static const char *const hs[] = { "full", "resumed" };
+	metrics_labelled(out, "fanoutd_tls_handshakes_total", "TLS handshakes completed.", "type",
+	    hs, metrics.tls_handshakes, 2);
 	metrics_one(out, "fanoutd_retries_total", "counter", "Upstream attempts that were retries.",
 	    (long long)metrics.retries);
 	metrics_one(out, "fanoutd_redirects_total", "counter", "Redirects followed.",

@@ -26,6 +26,7 @@ struct metrics {
 	uint64_t dns_queries;
 	uint64_t bytes_in;			/* read from upstreams */
 	uint64_t bytes_out;			/* result documents written to callers */
+	uint64_t tls_handshakes[2];		/* full, resumed */
 	uint64_t retries;
 	uint64_t redirects;
 	uint64_t duration_buckets[METRICS_NBUCKETS];	/* cumulative at render */

@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "sched.h"
+#include "tls.h"
 
 static struct {
 	struct event_base *base;
@@ -98,6 +99,7 @@ pool_origin_put(struct origin *o)
 	if (--o->refcnt > 0)
 		return;
 	map_del(pool.origins, o->key);
+	tls_origin_free(o);
 	free(o->key);
 	free(o->host);
 	free(o);

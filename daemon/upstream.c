@@ -15,6 +15,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <jansson.h>
 
@@ -26,6 +27,7 @@
 #include "policy.h"
 #include "pool.h"
 #include "sched.h"
+#include "tls.h"
 #include "upstream.h"
 
 #define UPSTREAM_DISCARD_MAX (64 * 1024)	/* body read only to keep a connection */
@@ -91,7 +93,7 @@ upstream_arm(struct ureq *r)
 	struct timeval tv;
 
 	if (r->state == UREQ_CONNECTING || r->state == UREQ_TLS) {
-		uint64_t c = r->t_phase + (uint64_t)r->opts->connect_timeout_ms * 1000u;
+		uint64_t c = r->t_connect + (uint64_t)r->opts->connect_timeout_ms * 1000u;
 		if (c < at)
 			at = c;
 	}
@@ -356,6 +358,7 @@ upstream_connect(struct ureq *r, const struct dns_answer *a)
 		return;
 	}
 	bufferevent_setcb(c->bev, upstream_read, NULL, upstream_event, r);
+	r->t_connect = now_us();
 	upstream_set_state(r, UREQ_CONNECTING);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&c->remote, (int)c->remotelen) < 0) {
 		int err = errno;
@@ -567,11 +570,6 @@ upstream_plan_redirect(struct ureq *r, const struct h1_header *loc)
 	free(location);
 	if (upstream_visited(r, r->next_url.href)) {
 		upstream_error(r, KIND_REDIRECTS, "redirect loop at %s", r->next_url.href);
-		return -1;
-	}
-	if (r->next_url.https) {
-		upstream_error(r, KIND_REDIRECTS, "redirect to %s: HTTPS is not supported yet",
-		    r->next_url.href);
 		return -1;
 	}
 	if ((st == 303 && strcmp(r->method, "HEAD") != 0) ||
@@ -801,20 +799,67 @@ upstream_closed(struct ureq *r, int err)
 		upstream_error(r, KIND_PROTOCOL, "connection closed inside the response head");
 }
 
+/* TCP is up on an https origin: the handshake runs in a filter over it. */
+static void
+upstream_start_tls(struct ureq *r)
+{
+	struct conn *c = r->conn;
+	SSL *ssl = tls_ssl_new(r->opts->tls, c->origin, r->url.host_is_ip);
+	struct bufferevent *tls;
+
+	tls = ssl == NULL ? NULL : bufferevent_openssl_filter_new(ev_base, c->bev, ssl,
+	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tls == NULL) {
+		if (ssl != NULL)
+			SSL_free(ssl);
+		upstream_error(r, KIND_INTERNAL, "cannot start TLS");
+		return;
+	}
+	c->bev = tls;	/* frees the TCP bufferevent with it */
+	/* Many servers close without close_notify; the HTTP framing, not the
+	 * TLS layer, says whether a body was complete. */
+	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	bufferevent_setcb(tls, upstream_read, NULL, upstream_event, r);
+	bufferevent_enable(tls, EV_READ | EV_WRITE);
+	upstream_set_state(r, UREQ_TLS);
+}
+
+static void
+upstream_connected(struct ureq *r)
+{
+	if (r->state == UREQ_CONNECTING) {
+		r->connect_ms = us_to_ms(now_us() - r->t_connect);
+		if (r->url.https) {
+			upstream_start_tls(r);
+			return;
+		}
+	} else {
+		r->tls_ms = us_to_ms(now_us() - r->t_phase);
+		tls_handshake_done(bufferevent_openssl_get_ssl(r->conn->bev));
+	}
+	upstream_send(r);
+}
+
 static void
 upstream_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct ureq *r = arg;
 	int err = EVUTIL_SOCKET_ERROR();
+	char why[200];
 
-	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
-		r->connect_ms = us_to_ms(now_us() - r->t_phase);
-		upstream_send(r);
+		upstream_connected(r);
 		return;
 	}
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-		upstream_closed(r, (what & BEV_EVENT_ERROR) ? err : 0);
+	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+		return;
+	if (r->state == UREQ_TLS) {
+		upstream_error(r, KIND_TLS, "%s", tls_failure(bev, why, sizeof(why)));
+		return;
+	}
+	if (r->url.https)
+		tls_failure(bev, why, sizeof(why));	/* drained: this connection's alone */
+	upstream_closed(r, (what & BEV_EVENT_ERROR) ? err : 0);
 }
 
 void

@@ -7,7 +7,7 @@
 #   sh scripts/deps.sh bench    also what scripts/bench needs
 set -eu
 
-build="make gcc libc6-dev pkg-config libevent-dev libjansson-dev libssl-dev libsystemd-dev zlib1g-dev"
+build="make gcc libc6-dev pkg-config libevent-dev libjansson-dev libssl-dev libsystemd-dev zlib1g-dev ca-certificates"
 test="python3 python3-pytest dnsmasq curl openssl"
 bench="nginx libnginx-mod-http-echo wrk curl python3-aiohttp time valgrind"
 

@@ -69,16 +69,6 @@ def test_host_header_differing_from_authority_is_invalid(daemon, upstream):
     assert [r.path for r in upstream.reqs()] == ["/ok"]
 
 
-def test_https_is_refused_for_now(daemon, upstream):
-    # The current issue: https URLs are well-formed but not supported yet.
-    d = daemon()
-    bs = d.batch(["https://127.0.0.1:%d/ok" % upstream.port, upstream.url("/ok")])
-    assert bs[0]["error"]["kind"] == "invalid_request"
-    assert "https" in bs[0]["error"]["message"].lower()
-    assert bs[1]["status"] == 200
-    assert upstream.stats()["connections"] == 1
-
-
 # --- 400: the document --------------------------------------------------------------
 
 URL = "http://127.0.0.1:1/ok"  # replaced by the upstream's URL in each case

@@ -1,0 +1,154 @@
+/* tls.c: see tls.h.
+ *
+ * Sessions are cached per origin rather than in OpenSSL's internal client
+ * cache, which is keyed by session id and would not find the session for a
+ * new connection: the new-session callback stores the latest session on the
+ * origin (TLS 1.3 tickets arrive after the handshake, so it may run while
+ * the response is read), and the next connection to the origin offers it. */
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "conf.h"
+#include "engine.h"
+#include "metrics.h"
+#include "tls.h"
+
+static int tls_origin_idx = -1;	/* SSL ex_data slot: the connection's origin */
+
+static int
+tls_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct origin *o = SSL_get_ex_data(ssl, tls_origin_idx);
+
+	if (o == NULL || !SSL_SESSION_is_resumable(sess))
+		return 0;
+	if (o->tls_session != NULL)
+		SSL_SESSION_free(o->tls_session);
+	o->tls_session = sess;
+	return 1;	/* we keep the reference */
+}
+
+SSL_CTX *
+tls_ctx_new(const struct conf *c, const char **why)
+{
+	static const unsigned char alpn[] = "\x08http/1.1";
+	SSL_CTX *ctx;
+
+	if (tls_origin_idx < 0)
+		tls_origin_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		*why = "cannot create a TLS context";
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, tls_new_session);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (c->ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, c->ca_file, NULL) != 1 :
+	    SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		*why = c->ca_file != NULL ? "ca_file: no usable certificate in it" :
+		    "cannot load the system trust store";
+		ERR_clear_error();
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+SSL *
+tls_ssl_new(SSL_CTX *ctx, struct origin *o, int host_is_ip)
+{
+	SSL *ssl = SSL_new(ctx);
+
+	if (ssl == NULL)
+		return NULL;
+	SSL_set_ex_data(ssl, tls_origin_idx, o);
+	if (host_is_ip) {
+		/* No SNI for addresses (RFC 6066); the certificate must name the IP. */
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), o->host);
+	} else {
+		SSL_set_tlsext_host_name(ssl, o->host);
+		SSL_set1_host(ssl, o->host);
+	}
+	if (o->tls_session != NULL)
+		SSL_set_session(ssl, o->tls_session);
+	return ssl;
+}
+
+void
+tls_handshake_done(SSL *ssl)
+{
+	metrics.tls_handshakes[SSL_session_reused(ssl) ? 1 : 0]++;
+}
+
+/* The names a certificate is for: its DNS and IP subjectAltNames. */
+static void
+tls_cert_names(X509 *cert, char *buf, size_t len)
+{
+	GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && used + 2 < len; i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+		char one[INET6_ADDRSTRLEN + 1] = "";
+		if (gn->type == GEN_DNS)
+			snprintf(one, sizeof(one), "%.*s", ASN1_STRING_length(gn->d.dNSName),
+			    (const char *)ASN1_STRING_get0_data(gn->d.dNSName));
+		else if (gn->type == GEN_IPADD && ASN1_STRING_length(gn->d.iPAddress) == 4) {
+			const unsigned char *a = ASN1_STRING_get0_data(gn->d.iPAddress);
+			snprintf(one, sizeof(one), "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+		} else if (gn->type == GEN_IPADD)
+			snprintf(one, sizeof(one), "an IPv6 address");
+		if (one[0] != '\0')
+			used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", one);
+	}
+	GENERAL_NAMES_free(sans);
+	if (buf[0] == '\0')
+		snprintf(buf, len, "no DNS or IP name");
+}
+
+const char *
+tls_failure(struct bufferevent *bev, char *buf, size_t len)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	long vr = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+	unsigned long e, first = 0;
+
+	/* This connection's errors only: libevent queues them per bufferevent;
+	 * the thread's queue is emptied too so that nothing carries over. */
+	while ((e = bufferevent_get_openssl_error(bev)) != 0)
+		if (first == 0)
+			first = e;
+	ERR_clear_error();
+	if (vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+		X509 *cert = SSL_get0_peer_certificate(ssl);
+		char names[160];
+		if (cert != NULL)
+			tls_cert_names(cert, names, sizeof(names));
+		snprintf(buf, len, "%s mismatch: cert is for %s",
+		    vr == X509_V_ERR_HOSTNAME_MISMATCH ? "hostname" : "IP address",
+		    cert != NULL ? names : "?");
+	} else if (vr != X509_V_OK)
+		snprintf(buf, len, "%s", X509_verify_cert_error_string(vr));
+	else if (first != 0 && ERR_reason_error_string(first) != NULL)
+		snprintf(buf, len, "handshake failed: %s", ERR_reason_error_string(first));
+	else
+		snprintf(buf, len, "handshake failed: connection closed by the server");
+	return buf;
+}
+
+void
+tls_origin_free(struct origin *o)
+{
+	if (o->tls_session != NULL)
+		SSL_SESSION_free(o->tls_session);
+	o->tls_session = NULL;
+}

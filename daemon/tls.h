@@ -1,0 +1,34 @@
+/* tls.h: the OpenSSL client side: one verifying context per configuration
+ * snapshot, per-origin session resumption, and failures in plain words. */
+#ifndef FANOUTD_TLS_H
+#define FANOUTD_TLS_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+struct conf;
+struct origin;
+struct bufferevent;
+
+/* A new client context for c: TLS 1.2 minimum, peer verification against
+ * ca_file or the system store, ALPN http/1.1, client session cache. NULL
+ * with why on failure. Reference-counted with SSL_CTX_up_ref/SSL_CTX_free. */
+SSL_CTX *tls_ctx_new(const struct conf *c, const char **why);
+
+/* An SSL for one connection to o: SNI and host check for names, IP check
+ * for literals, and o's last session offered for resumption. */
+SSL *tls_ssl_new(SSL_CTX *ctx, struct origin *o, int host_is_ip);
+
+/* After a completed handshake: counts it (full or resumed). */
+void tls_handshake_done(SSL *ssl);
+
+/* Why the handshake on bev failed, in words a user understands
+ * ("certificate has expired", "hostname mismatch: cert is for x.test").
+ * Drains this connection's OpenSSL errors, so none reach another request. */
+const char *tls_failure(struct bufferevent *bev, char *buf, size_t len);
+
+/* Forgets o's session (pool.c, when an origin is freed). */
+void tls_origin_free(struct origin *o);
+
+#endif
