@@ -52,6 +52,7 @@ struct conf {
 	size_t max_header_bytes;	/* one upstream response header block */
 	size_t output_buffer_bytes;	/* a batch's unsent output before it stops dispatching */
 	unsigned dns_cache_size;	/* names kept in the DNS cache */
+	unsigned tls_resume;		/* 1: resume TLS sessions per origin; 0: full handshakes */
 };
 
 /* A snapshot holding every default. */

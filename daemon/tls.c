@@ -48,8 +48,14 @@ tls_ctx_new(const struct conf *c, const char **why)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-	SSL_CTX_sess_set_new_cb(ctx, tls_new_session);
+	if (c->tls_resume) {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+		    SSL_SESS_CACHE_NO_INTERNAL_STORE);
+		SSL_CTX_sess_set_new_cb(ctx, tls_new_session);
+	} else {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	}
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	if (c->ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, c->ca_file, NULL) != 1 :
 	    SSL_CTX_set_default_verify_paths(ctx) != 1) {
@@ -77,7 +83,7 @@ tls_ssl_new(SSL_CTX *ctx, struct origin *o, int host_is_ip)
 		SSL_set_tlsext_host_name(ssl, o->host);
 		SSL_set1_host(ssl, o->host);
 	}
-	if (o->tls_session != NULL)
+	if (o->tls_session != NULL && SSL_CTX_get_session_cache_mode(ctx) != SSL_SESS_CACHE_OFF)
 		SSL_set_session(ssl, o->tls_session);
 	return ssl;
 }

@@ -98,6 +98,7 @@ check_defaults(const struct conf *c)
 	CHECK(c->max_header_bytes == 65536);
 	CHECK(c->output_buffer_bytes == 1048576);
 	CHECK(c->dns_cache_size == 10000);
+	CHECK(c->tls_resume == 1);
 }
 
 static void
@@ -244,6 +245,7 @@ test_bounds(void)
 		{ "max_header_bytes = 1023", "max_header_bytes: must be between 1024 and 1048576" },
 		{ "output_buffer_bytes = 65535", "output_buffer_bytes: must be between 65536 and 268435456" },
 		{ "dns_cache_size = 0", "dns_cache_size: must be between 1 and 1000000" },
+		{ "tls_resume = 2", "tls_resume: must be between 0 and 1" },
 		/* Overflow is out of range, not garbage. */
 		{ "max_batch = 99999999999999999999999", "max_batch: must be between 1 and 1000000" },
 		{ "max_body_bytes = 17179869184g", "max_body_bytes: must be between 0 and 1073741824" },
