@@ -61,7 +61,8 @@ struct origin {
 	unsigned refcnt;		/* bhosts and conns */
 	unsigned nconns;		/* open or opening, idle included */
 	TAILQ_HEAD(pool_conns, conn) idle;	/* most recently used last */
-	struct ssl_session_st *tls_session;	/* tls.c's: offered for resumption */
+	struct ssl_session_st *tls_sessions[4];	/* tls.c's: to resume, newest last */
+	unsigned ntls_sessions;
 	/* sched.c's: */
 	TAILQ_HEAD(, bhost) waiters;	/* bhosts waiting for this origin */
 	int starving;			/* on the global starving list */

@@ -194,8 +194,11 @@ pool_close(struct conn *c)
 
 	if (c->idle)
 		pool_unidle(c);
-	if (c->bev != NULL)
+	if (c->bev != NULL) {
+		if (o->https)
+			tls_conn_closing(c->bev);
 		bufferevent_free(c->bev);
+	}
 	o->nconns--;
 	pool.nconns--;
 	metrics.conns_open--;

@@ -2,9 +2,12 @@
  *
  * Sessions are cached per origin rather than in OpenSSL's internal client
  * cache, which is keyed by session id and would not find the session for a
- * new connection: the new-session callback stores the latest session on the
- * origin (TLS 1.3 tickets arrive after the handshake, so it may run while
- * the response is read), and the next connection to the origin offers it. */
+ * new connection: the new-session callback keeps the newest few sessions on
+ * the origin (TLS 1.3 tickets arrive after the handshake, so it may run while
+ * the response is read), and a new connection to the origin offers one.
+ * A TLS 1.3 ticket is offered once (RFC 8446 C.4; servers with stateful
+ * tickets refuse a second use, which made every other concurrent connection
+ * a full handshake); a TLS 1.2 session stays for the next connection too. */
 #include <stdio.h>
 #include <string.h>
 
@@ -24,12 +27,16 @@ static int
 tls_new_session(SSL *ssl, SSL_SESSION *sess)
 {
 	struct origin *o = SSL_get_ex_data(ssl, tls_origin_idx);
+	const unsigned max = sizeof(o->tls_sessions) / sizeof(o->tls_sessions[0]);
 
 	if (o == NULL || !SSL_SESSION_is_resumable(sess))
 		return 0;
-	if (o->tls_session != NULL)
-		SSL_SESSION_free(o->tls_session);
-	o->tls_session = sess;
+	if (o->ntls_sessions == max) {	/* the oldest goes */
+		SSL_SESSION_free(o->tls_sessions[0]);
+		memmove(o->tls_sessions, o->tls_sessions + 1, (max - 1) * sizeof(o->tls_sessions[0]));
+		o->ntls_sessions--;
+	}
+	o->tls_sessions[o->ntls_sessions++] = sess;
 	return 1;	/* we keep the reference */
 }
 
@@ -83,8 +90,14 @@ tls_ssl_new(SSL_CTX *ctx, struct origin *o, int host_is_ip)
 		SSL_set_tlsext_host_name(ssl, o->host);
 		SSL_set1_host(ssl, o->host);
 	}
-	if (o->tls_session != NULL && SSL_CTX_get_session_cache_mode(ctx) != SSL_SESS_CACHE_OFF)
-		SSL_set_session(ssl, o->tls_session);
+	if (o->ntls_sessions > 0 && SSL_CTX_get_session_cache_mode(ctx) != SSL_SESS_CACHE_OFF) {
+		SSL_SESSION *sess = o->tls_sessions[o->ntls_sessions - 1];
+		SSL_set_session(ssl, sess);	/* takes its own reference */
+		if (SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION) {
+			o->ntls_sessions--;
+			SSL_SESSION_free(sess);
+		}
+	}
 	return ssl;
 }
 
@@ -152,9 +165,20 @@ tls_failure(struct bufferevent *bev, char *buf, size_t len)
 }
 
 void
+tls_conn_closing(struct bufferevent *bev)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+
+	/* Freed without SSL_shutdown(), OpenSSL takes the session for a bad
+	 * one and marks it not resumable, and with it the copy kept on the
+	 * origin. Nothing is wrong with it: we just do not wait for close_notify. */
+	if (ssl != NULL && SSL_is_init_finished(ssl))
+		SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+}
+
+void
 tls_origin_free(struct origin *o)
 {
-	if (o->tls_session != NULL)
-		SSL_SESSION_free(o->tls_session);
-	o->tls_session = NULL;
+	while (o->ntls_sessions > 0)
+		SSL_SESSION_free(o->tls_sessions[--o->ntls_sessions]);
 }

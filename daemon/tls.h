@@ -28,6 +28,9 @@ void tls_handshake_done(SSL *ssl);
  * Drains this connection's OpenSSL errors, so none reach another request. */
 const char *tls_failure(struct bufferevent *bev, char *buf, size_t len);
 
+/* Before a TLS connection is freed: keeps its session resumable. */
+void tls_conn_closing(struct bufferevent *bev);
+
 /* Forgets o's session (pool.c, when an origin is freed). */
 void tls_origin_free(struct origin *o);
 
