@@ -63,6 +63,8 @@ struct origin {
 	TAILQ_HEAD(pool_conns, conn) idle;	/* most recently used last */
 	struct ssl_session_st *tls_sessions[4];	/* tls.c's: to resume, newest last */
 	unsigned ntls_sessions;
+	int retired;			/* unreferenced, kept for its TLS sessions */
+	TAILQ_ENTRY(origin) retire_link;
 	/* sched.c's: */
 	TAILQ_HEAD(, bhost) waiters;	/* bhosts waiting for this origin */
 	int starving;			/* on the global starving list */
@@ -75,6 +77,7 @@ struct conn {
 	struct sockaddr_storage remote;
 	socklen_t remotelen;
 	unsigned nreq;			/* requests it has carried */
+	unsigned gen;			/* the pool generation it was opened in */
 	int idle;
 	TAILQ_ENTRY(conn) link;		/* origin->idle */
 	TAILQ_ENTRY(conn) lru;		/* the pool's global idle list */

@@ -139,6 +139,8 @@ main_reload(void)
 		/* Listeners stay as they are; new batches take the new limits
 		 * and trust store, batches in flight keep theirs. */
 		api_set_conf(c, tls);
+		pool_new_generation();
+		evhttp_set_max_body_size(m.http, (ev_ssize_t)c->max_request_bytes);
 		log_level = c->log_level;
 		conf_unref(m.conf);
 		SSL_CTX_free(m.tls);

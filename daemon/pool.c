@@ -1,6 +1,12 @@
 /* pool.c: see pool.h. Idle connections are watched for reads: an upstream
  * that closes (or talks) while idle gets its connection closed at once, so a
- * reused connection is at least believed alive when it is handed out. */
+ * reused connection is at least believed alive when it is handed out.
+ *
+ * An origin nothing refers to any more is kept if it holds TLS sessions, so
+ * that the next batch to it resumes; at most POOL_MAX_RETIRED of them, the
+ * least recently used going first. */
+
+#define POOL_MAX_RETIRED 1024
 #include <stdlib.h>
 
 #include <event2/buffer.h>
@@ -18,6 +24,9 @@ static struct {
 	struct event_base *base;
 	struct map *origins;
 	TAILQ_HEAD(, conn) idle;	/* all idle connections, oldest first */
+	TAILQ_HEAD(, origin) retired;	/* oldest first */
+	unsigned nretired;
+	unsigned gen;
 	unsigned nconns;
 	unsigned budget;
 	unsigned configured;		/* budget before descriptor pressure */
@@ -25,6 +34,8 @@ static struct {
 	struct timeval idle_timeout;
 	struct event *restore;		/* ends a descriptor-pressure hold */
 } pool;
+
+static void pool_origin_free(struct origin *o);
 
 static void
 pool_restore(evutil_socket_t fd, short what, void *arg)
@@ -43,6 +54,7 @@ pool_init(struct event_base *base, unsigned max_conns, unsigned max_per_host,
 	pool.base = base;
 	pool.origins = map_new();
 	TAILQ_INIT(&pool.idle);
+	TAILQ_INIT(&pool.retired);
 	pool.budget = pool.configured = max_conns;
 	pool.max_per_host = max_per_host;
 	pool.idle_timeout.tv_sec = idle_timeout_s;
@@ -55,8 +67,12 @@ pool_shutdown(void)
 {
 	struct conn *c;
 
+	struct origin *o;
+
 	while ((c = TAILQ_FIRST(&pool.idle)) != NULL)
 		pool_close(c);
+	while ((o = TAILQ_FIRST(&pool.retired)) != NULL)
+		pool_origin_free(o);
 	map_free(pool.origins);
 	pool.origins = NULL;
 	event_free(pool.restore);
@@ -68,10 +84,34 @@ pool_budget(void)
 	return pool.budget;
 }
 
+void
+pool_new_generation(void)
+{
+	struct conn *c;
+
+	pool.gen++;
+	while ((c = TAILQ_FIRST(&pool.idle)) != NULL)
+		pool_close(c);
+}
+
 int
 pool_has_room(void)
 {
 	return pool.nconns < pool.budget || !TAILQ_EMPTY(&pool.idle);
+}
+
+static void
+pool_origin_free(struct origin *o)
+{
+	if (o->retired) {
+		TAILQ_REMOVE(&pool.retired, o, retire_link);
+		pool.nretired--;
+	}
+	map_del(pool.origins, o->key);
+	tls_origin_free(o);
+	free(o->key);
+	free(o->host);
+	free(o);
 }
 
 struct origin *
@@ -79,6 +119,11 @@ pool_origin_get(const struct url *u)
 {
 	struct origin *o = map_get(pool.origins, u->origin);
 
+	if (o != NULL && o->retired) {
+		TAILQ_REMOVE(&pool.retired, o, retire_link);
+		pool.nretired--;
+		o->retired = 0;
+	}
 	if (o == NULL) {
 		o = xcalloc(1, sizeof(*o));
 		o->key = xstrdup(u->origin);
@@ -98,11 +143,14 @@ pool_origin_put(struct origin *o)
 {
 	if (--o->refcnt > 0)
 		return;
-	map_del(pool.origins, o->key);
-	tls_origin_free(o);
-	free(o->key);
-	free(o->host);
-	free(o);
+	if (o->ntls_sessions == 0) {
+		pool_origin_free(o);
+		return;
+	}
+	o->retired = 1;
+	TAILQ_INSERT_TAIL(&pool.retired, o, retire_link);
+	if (++pool.nretired > POOL_MAX_RETIRED)
+		pool_origin_free(TAILQ_FIRST(&pool.retired));
 }
 
 static void
@@ -140,6 +188,7 @@ pool_take(struct origin *o, int fresh, struct conn **cp)
 	}
 	c = xcalloc(1, sizeof(*c));
 	c->origin = o;
+	c->gen = pool.gen;
 	o->refcnt++;
 	o->nconns++;
 	pool.nconns++;
@@ -173,7 +222,7 @@ pool_release(struct conn *c)
 {
 	struct origin *o = c->origin;
 
-	if (pool.idle_timeout.tv_sec == 0) {	/* idle_timeout_s = 0: nothing is kept */
+	if (pool.idle_timeout.tv_sec == 0 || c->gen != pool.gen) {	/* not to be kept */
 		pool_close(c);
 		return;
 	}
@@ -185,6 +234,7 @@ pool_release(struct conn *c)
 	bufferevent_set_timeouts(c->bev, &pool.idle_timeout, NULL);
 	bufferevent_enable(c->bev, EV_READ);
 	sched_origin_freed(o);
+	sched_slot_freed();	/* an idle connection can be closed for another origin */
 }
 
 void

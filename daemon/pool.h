@@ -37,6 +37,10 @@ void pool_fd_pressure(void);
 
 unsigned pool_budget(void);
 
+/* A reload: connections opened before it (under the old address policy and
+ * trust store) are closed when idle and never handed out again. */
+void pool_new_generation(void);
+
 /* True when pool_take could give some origin a connection now. */
 int pool_has_room(void);
 

@@ -93,9 +93,15 @@ sched_batch_fini(struct sched_batch *sb)
 		TAILQ_REMOVE(&sched.batches, sb, link);
 	sb->active = 0;
 	while ((bh = TAILQ_FIRST(&sb->hosts)) != NULL) {
+		struct origin *o = bh->origin;
+
 		TAILQ_REMOVE(&sb->hosts, bh, all);
 		bhost_unlink(bh);
-		pool_origin_put(bh->origin);
+		if (o->starving && TAILQ_EMPTY(&o->waiters)) {
+			o->starving = 0;	/* nobody waits for it: it may be freed now */
+			TAILQ_REMOVE(&sched.starving, o, starve_link);
+		}
+		pool_origin_put(o);
 		free(bh);
 	}
 	map_free(sb->bymap);
@@ -135,6 +141,9 @@ sched_enqueue(struct sched_batch *sb, struct ureq *r, int continuing)
 		TAILQ_INSERT_TAIL(&bh->queue, r, qlink);
 	}
 	bhost_make_ready(bh);
+	/* Even when bh was ready already: it may have been passed over (its
+	 * batch at its concurrency), and a continuing request may go anyway. */
+	sched_kick();
 }
 
 static void

@@ -9,6 +9,7 @@
  * tickets refuse a second use, which made every other concurrent connection
  * a full handshake); a TLS 1.2 session stays for the next connection too. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/bufferevent.h>
@@ -22,6 +23,36 @@
 #include "tls.h"
 
 static int tls_origin_idx = -1;	/* SSL ex_data slot: the connection's origin */
+static int tls_names_idx = -1;	/* SSL ex_data slot: names of a rejected leaf */
+
+static void tls_cert_names(X509 *cert, char *buf, size_t len);
+
+static void
+tls_names_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	free(ptr);
+}
+
+/* OpenSSL 3.0 keeps no peer certificate after a failed verification, so the
+ * names a mismatched leaf is for are noted while it is at hand. */
+static int
+tls_verify(int ok, X509_STORE_CTX *store)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+	char *names;
+
+	if (ok || X509_STORE_CTX_get_error_depth(store) != 0 || ssl == NULL ||
+	    SSL_get_ex_data(ssl, tls_names_idx) != NULL || (names = malloc(160)) == NULL)
+		return ok;
+	tls_cert_names(X509_STORE_CTX_get_current_cert(store), names, 160);
+	SSL_set_ex_data(ssl, tls_names_idx, names);
+	return ok;
+}
 
 static int
 tls_new_session(SSL *ssl, SSL_SESSION *sess)
@@ -46,14 +77,16 @@ tls_ctx_new(const struct conf *c, const char **why)
 	static const unsigned char alpn[] = "\x08http/1.1";
 	SSL_CTX *ctx;
 
-	if (tls_origin_idx < 0)
+	if (tls_origin_idx < 0) {
 		tls_origin_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+		tls_names_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, tls_names_free);
+	}
 	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
 		*why = "cannot create a TLS context";
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify);
 	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
 	if (c->tls_resume) {
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
@@ -64,8 +97,11 @@ tls_ctx_new(const struct conf *c, const char **why)
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 	}
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* The system store is read as its hashed directory, certificate by
+	 * certificate when a chain needs one, rather than as the whole bundle
+	 * at every start and reload. */
 	if (c->ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, c->ca_file, NULL) != 1 :
-	    SSL_CTX_set_default_verify_paths(ctx) != 1) {
+	    SSL_CTX_set_default_verify_dir(ctx) != 1 && SSL_CTX_set_default_verify_paths(ctx) != 1) {
 		*why = c->ca_file != NULL ? "ca_file: no usable certificate in it" :
 		    "cannot load the system trust store";
 		ERR_clear_error();
@@ -148,13 +184,10 @@ tls_failure(struct bufferevent *bev, char *buf, size_t len)
 			first = e;
 	ERR_clear_error();
 	if (vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-		X509 *cert = SSL_get0_peer_certificate(ssl);
-		char names[160];
-		if (cert != NULL)
-			tls_cert_names(cert, names, sizeof(names));
+		const char *names = SSL_get_ex_data(ssl, tls_names_idx);
 		snprintf(buf, len, "%s mismatch: cert is for %s",
 		    vr == X509_V_ERR_HOSTNAME_MISMATCH ? "hostname" : "IP address",
-		    cert != NULL ? names : "?");
+		    names != NULL ? names : "other names");
 	} else if (vr != X509_V_OK)
 		snprintf(buf, len, "%s", X509_verify_cert_error_string(vr));
 	else if (first != 0 && ERR_reason_error_string(first) != NULL)

@@ -519,7 +519,9 @@ upstream_timer(evutil_socket_t fd, short what, void *arg)
 	else
 		snprintf(msg, sizeof(msg), "%s not complete within %u ms", upstream_phase(r),
 		    r->timeout_ms);
-	upstream_fail(r, KIND_TIMEOUT, !r->got_bytes, msg);
+	/* A retry or hop still queued when its time is up has nothing left to
+	 * retry with; it must not go to a backoff while on a queue either. */
+	upstream_fail(r, KIND_TIMEOUT, !r->got_bytes && !r->queued, msg);
 }
 
 /* Seconds or an HTTP-date, as microseconds from now; -1 if absent or bad. */
@@ -668,10 +670,10 @@ upstream_read_head(struct ureq *r, struct evbuffer *in)
 			return -1;
 		}
 		metrics.bytes_in += r->head.blocklen;
-		if (r->ttfb_ms == 0)
-			r->ttfb_ms = us_to_ms(now_us() - r->t_dispatch);	/* of the first head */
-		if (r->head.status >= 200)
+		if (r->head.status >= 200) {
+			r->ttfb_ms = us_to_ms(now_us() - r->t_dispatch);
 			return upstream_on_head(r);
+		}
 		if (r->head.status == 101) {
 			upstream_error(r, KIND_PROTOCOL, "unexpected 101 Switching Protocols");
 			return -1;

@@ -35,6 +35,15 @@ Paths (query parameters in brackets; on any path, close=1 answers with
   /closeidle                200 with keep-alive framing, then the server closes the connection
                             at once [mode=onreuse: keeps it open and drops the next request
                             that arrives on it without answering]
+
+TLS mode: Upstream(host, tls=ctx) serves the same routes over TLS (ctx: a server SSLContext,
+or a callable returning one, e.g. tls_support.PKI.context_factory("good")). Each connection's
+handshake is recorded as a tls_support.TlsConn in tls_conns: the ClientHello the client sent
+(SNI, offered ALPN and versions, whether it offered a session to resume), the SNI OpenSSL
+saw, whether the handshake succeeded (or why not), session_reused, the selected ALPN
+protocol and the version. Requests carry their connection's TlsConn as req.tls. A TLS server
+closes its connections with close_notify. A plain server that receives a TLS ClientHello
+answers 400 and closes (as real HTTP servers do) and counts it in tls_on_plain.
 """
 
 import gzip
@@ -42,13 +51,17 @@ import json
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 import zlib
 from urllib.parse import parse_qs, urlsplit
 
+import tls_support
+
 MAX_HEAD = 1 << 20
 IO_TIMEOUT = 30.0
+HANDSHAKE_TIMEOUT = 10.0
 
 
 def text_bytes(n):
@@ -107,6 +120,7 @@ class Request:
         self.query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         self.t_start = time.monotonic()
         self.t_end = None
+        self.tls = None  # the connection's tls_support.TlsConn (TLS mode)
         # None while unanswered; "responded" from the first byte of the answer on,
         # unless the peer went away ("peer_closed"); or "dropped", "aborted".
         self.outcome = None
@@ -128,9 +142,16 @@ class Request:
 class Upstream:
     """One origin: a listening socket on host:port served by background threads."""
 
-    def __init__(self, host="127.0.0.1", port=0, cond=None):
-        """cond: a Condition shared by several servers, so that one wait can watch them all."""
+    def __init__(self, host="127.0.0.1", port=0, cond=None, tls=None):
+        """cond: a Condition shared by several servers, so that one wait can watch them all.
+        tls: a server SSLContext (or a callable making one) for TLS mode."""
         self.host = host
+        if callable(tls) and not isinstance(tls, ssl.SSLContext):
+            tls = tls()
+        self.tls = tls
+        if tls is not None:
+            tls.sni_callback = tls_support.record_sni
+        self.scheme = "https" if tls is not None else "http"
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._lsock = socket.socket(family, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -151,6 +172,8 @@ class Upstream:
         self.peak = 0
         self.peer_closes = []  # (conn_id, "idle" | "inflight" | "partial")
         self.closed_conns = 0  # connections finished for any reason
+        self.tls_conns = []  # TLS mode: tls_support.TlsConn per accepted connection, in order
+        self.tls_on_plain = []  # plain mode: conn_ids on which a TLS ClientHello arrived
         self._wake_r, self._wake_w = socket.socketpair()
         self._acceptor = threading.Thread(target=self._accept_loop, name="upstream-%d" % self.port, daemon=True)
         self._acceptor.start()
@@ -160,10 +183,12 @@ class Upstream:
     def authority(self):
         return "[%s]:%d" % (self.host, self.port) if ":" in self.host else "%s:%d" % (self.host, self.port)
 
-    def url(self, path="/ok", host=None):
+    def url(self, path="/ok", host=None, scheme=None):
+        """scheme: defaults to the server's own (https in TLS mode)."""
+        scheme = scheme or self.scheme
         if host is not None:
-            return "http://%s:%d%s" % (host, self.port, path)
-        return "http://%s%s" % (self.authority, path)
+            return "%s://%s:%d%s" % (scheme, host, self.port, path)
+        return "%s://%s%s" % (scheme, self.authority, path)
 
     # --- test controls ----------------------------------------------------
     def event(self, name):
@@ -203,7 +228,20 @@ class Upstream:
                 "inflight": self.inflight,
                 "peak": self.peak,
                 "peer_closes": len(self.peer_closes),
+                "handshakes": sum(1 for t in self.tls_conns if t.ok),
+                "resumed": sum(1 for t in self.tls_conns if t.ok and t.resumed),
+                "tls_failures": sum(1 for t in self.tls_conns if t.ok is False),
             }
+
+    def handshakes(self):
+        """TLS mode: the TlsConn of every completed handshake, in accept order."""
+        with self.cond:
+            return [t for t in self.tls_conns if t.ok]
+
+    def tls_failures(self):
+        """TLS mode: the TlsConn of every failed handshake."""
+        with self.cond:
+            return [t for t in self.tls_conns if t.ok is False]
 
     def reqs(self, path_prefix=None):
         with self.cond:
@@ -253,7 +291,50 @@ class Upstream:
             self._threads.append(t)
             t.start()
 
+    def _tls_accept(self, sock, conn_id):
+        """The server side of a handshake, recorded; returns the SSLSocket or None."""
+        info = tls_support.TlsConn(conn_id)
+        with self.cond:
+            self.tls_conns.append(info)
+        # As TLS servers do: else the response waits behind the session tickets for the
+        # client's delayed ACK (40 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        info.hello = tls_support.peek_client_hello(sock, HANDSHAKE_TIMEOUT)
+        sock.settimeout(HANDSHAKE_TIMEOUT)
+        ssock = None
+        try:
+            ssock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            ssock.fo_tls = info
+            with self.cond:
+                self._conns[conn_id] = ssock
+            ssock.do_handshake()
+        except (OSError, ValueError) as e:
+            with self.cond:
+                info.ok, info.error, info.t_done = False, tls_support.ssl_error_reason(e), time.monotonic()
+                self._notify()
+            try:
+                (ssock or sock).close()
+            except OSError:
+                pass
+            return None
+        with self.cond:
+            info.ok, info.t_done = True, time.monotonic()
+            info.resumed = ssock.session_reused
+            info.alpn = ssock.selected_alpn_protocol()
+            info.version = ssock.version()
+            info.cipher = (ssock.cipher() or (None,))[0]
+            self._notify()
+        return ssock
+
     def _serve_conn(self, sock, conn_id):
+        if self.tls is not None:
+            sock = self._tls_accept(sock, conn_id)
+            if sock is None:
+                with self.cond:
+                    self._conns.pop(conn_id, None)
+                    self.closed_conns += 1
+                    self._notify()
+                return
         sock.settimeout(IO_TIMEOUT)
         conn = _Conn(self, sock, conn_id)
         try:
@@ -269,6 +350,7 @@ class Upstream:
                         self.requests.append(req)
                         self._notify()
                     break
+                req.tls = conn.tls
                 with self.cond:
                     self.requests.append(req)
                     self.inflight += 1
@@ -298,6 +380,8 @@ class Upstream:
         except Exception:  # a request we cannot parse, a reset: the connection ends
             pass
         finally:
+            if conn.tls:
+                conn.close_notify()
             try:
                 sock.close()
             except OSError:
@@ -327,6 +411,7 @@ class _Conn:
         self.buf = b""
         self.drop_next = False
         self.req = None  # the request being answered
+        self.tls = getattr(sock, "fo_tls", None)  # TlsConn in TLS mode
 
     # --- reading -----------------------------------------------------------
     def _recv(self):
@@ -341,7 +426,9 @@ class _Conn:
             if len(self.buf) > MAX_HEAD:
                 return None
             try:
-                r, _, _ = select.select([self.sock], [], [], 0.2)
+                # In TLS mode decrypted bytes may already wait inside the SSL object.
+                pending = self.tls is not None and self.sock.pending()
+                r = True if pending else select.select([self.sock], [], [], 0.2)[0]
             except (OSError, ValueError):
                 return None
             if self.server._stop.is_set():
@@ -349,6 +436,10 @@ class _Conn:
             if not r:
                 continue
             data = self._recv()
+            if (not self.buf and seq == 0 and self.tls is None and data[:1] == b"\x16"
+                    and data[1:2] == b"\x03"):
+                self._tls_on_plain_port()
+                return None
             if not data:
                 if not self.server._stop.is_set():
                     self.server._peer_closed(self.conn_id, "partial" if self.buf else "idle")
@@ -395,8 +486,54 @@ class _Conn:
             self.buf = self.buf[size + 2:]
 
     # --- waiting while watching the peer -----------------------------------
+    def _tls_on_plain_port(self):
+        """A TLS ClientHello on a plain port: answer 400 in plain text and close."""
+        with self.server.cond:
+            self.server.tls_on_plain.append(self.conn_id)
+            self.server._notify()
+        body = b"plain HTTP port: got a TLS ClientHello\n"
+        try:
+            self.sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close_notify(self):
+        """TLS mode: an orderly close (close_notify), without waiting for the peer's."""
+        try:
+            self.sock.settimeout(0)
+            self.sock.unwrap()
+        except (OSError, ValueError):
+            pass
+
+    def _tls_peer_gone(self):
+        """peer_gone for TLS: bytes cannot be peeked through the SSL layer, so whatever
+        arrives is read into self.buf (read_request takes it from there)."""
+        try:
+            if self.sock.pending():
+                return False
+            r, _, _ = select.select([self.sock], [], [], 0)
+            if not r:
+                return False
+            self.sock.settimeout(0)
+            try:
+                data = self.sock.recv(65536)
+            finally:
+                self.sock.settimeout(IO_TIMEOUT)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except (OSError, ValueError):
+            return True
+        if not data:
+            return True
+        self.buf += data
+        return False
+
     def peer_gone(self):
         """True if the peer has closed (EOF or reset); pending data is left alone."""
+        if self.tls is not None:
+            return self._tls_peer_gone()
         try:
             r, _, _ = select.select([self.sock], [], [], 0)
             if not r:
@@ -443,7 +580,7 @@ class _Conn:
         self.answered(self.req)
         try:
             self.sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
             raise PeerClosed()
 
     def respond(self, status, body=b"", headers=(), reason=None, head_only=None):
@@ -562,7 +699,7 @@ class _Conn:
         q = "?code=%s" % req.query.get("code", "302")
         if req.query.get("abs"):
             q += "&abs=1"
-            self._redirect(req, "http://%s/redirect/%d%s" % (self.server.authority, n - 1, q))
+            self._redirect(req, "%s://%s/redirect/%d%s" % (self.server.scheme, self.server.authority, n - 1, q))
         else:
             self._redirect(req, "%d%s" % (n - 1, q))
 
