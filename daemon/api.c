@@ -8,6 +8,7 @@
 #include "api.h"
 #include "batch.h"
 #include "conf.h"
+#include "jout.h"
 #include "metrics.h"
 
 static struct {
@@ -27,19 +28,25 @@ api_reply(struct evhttp_request *req, int status, const char *type, const char *
 	evbuffer_free(out);
 }
 
-static void
+/* A batch-level error: {"error":{"kind":...,"message":...}}, the message
+ * escaped as JSON since it may quote the caller's document. */
+void
 api_error(struct evhttp_request *req, int status, const char *kind, const char *msg,
     const char *allow)
 {
-	char body[256];
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	struct evbuffer *out = evbuffer_new();
 
 	if (allow != NULL)
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+		evhttp_add_header(h, "Allow", allow);
 	if (status == 503)
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-	snprintf(body, sizeof(body), "{\"error\":{\"kind\":\"%s\",\"message\":\"%s\"}}\n", kind,
-	    msg);
-	api_reply(req, status, "application/json", body);
+		evhttp_add_header(h, "Retry-After", "1");
+	evhttp_add_header(h, "Content-Type", "application/json");
+	evbuffer_add_printf(out, "{\"error\":{\"kind\":\"%s\",\"message\":", kind);
+	jout_cstr(out, msg);
+	evbuffer_add(out, "}}\n", 3);
+	evhttp_send_reply(req, status, NULL, out);
+	evbuffer_free(out);
 }
 
 static void

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <openssl/ssl.h>
 
+#include "api.h"
 #include "batch.h"
 #include "conf.h"
 #include "intake.h"
@@ -80,24 +81,6 @@ struct sched_batch *
 batch_sb(struct batch *b)
 {
 	return &b->sb;
-}
-
-static void
-batch_reply_error(struct evhttp_request *req, int status, const char *kind, const char *msg)
-{
-	struct evbuffer *out = evbuffer_new();
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	json_t *v = json_pack("{s:{s:s,s:s}}", "error", "kind", kind, "message", msg);
-	char *text = json_dumps(v, JSON_COMPACT);
-
-	evbuffer_add_printf(out, "%s\n", text);
-	evhttp_add_header(h, "Content-Type", "application/json");
-	if (status == 503)
-		evhttp_add_header(h, "Retry-After", "1");
-	evhttp_send_reply(req, status, NULL, out);
-	free(text);
-	json_decref(v);
-	evbuffer_free(out);
 }
 
 static void
@@ -386,7 +369,7 @@ batch_document(struct evhttp_request *req, const struct conf *c, struct bopts *o
 		snprintf(why, sizeof(why), "not JSON: %s (line %d, column %d)", err.text, err.line,
 		    err.column);
 		metrics.batches_rejected[METRICS_REJECT_BAD_REQUEST]++;
-		batch_reply_error(req, 400, "bad_request", why);
+		api_error(req, 400, "bad_request", why, NULL);
 		return NULL;
 	}
 	evbuffer_drain(in, len);
@@ -394,7 +377,7 @@ batch_document(struct evhttp_request *req, const struct conf *c, struct bopts *o
 	if (status != 0) {
 		metrics.batches_rejected[status == 413 ? METRICS_REJECT_TOO_LARGE :
 		    METRICS_REJECT_BAD_REQUEST]++;
-		batch_reply_error(req, status, status == 413 ? "too_large" : "bad_request", why);
+		api_error(req, status, status == 413 ? "too_large" : "bad_request", why, NULL);
 		json_decref(doc);
 		return NULL;
 	}
@@ -473,7 +456,7 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls)
 
 	if (bs.count >= c->max_batches) {
 		metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
-		batch_reply_error(req, 503, "overloaded", "too many batches in flight; retry later");
+		api_error(req, 503, "overloaded", "too many batches in flight; retry later", NULL);
 		return;
 	}
 	if ((doc = batch_document(req, c, &o)) == NULL)
