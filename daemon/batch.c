@@ -29,6 +29,8 @@
 #include "sched.h"
 #include "upstream.h"
 
+#define BATCH_INTAKE_SLICE 512	/* elements checked per loop turn */
+
 struct batch {
 	unsigned id;
 	struct evhttp_request *req;	/* NULL once the caller is gone */
@@ -47,6 +49,8 @@ struct batch {
 	size_t next_out;
 	size_t slot_bytes;
 	int wrote_first;
+	size_t next_intake;		/* elements checked so far */
+	struct event *intake;		/* checks the next slice on a later turn */
 	int intake_done;
 	int complete;			/* 0 once cut short */
 	int finishing;			/* summary written */
@@ -101,6 +105,7 @@ batch_free(evutil_socket_t fd, short what, void *arg)
 	free(b->slots);
 	if (b->deadline != NULL)
 		event_free(b->deadline);
+	event_free(b->intake);
 	evbuffer_free(b->scratch);
 	json_decref(b->doc);
 	SSL_CTX_free(b->opts.tls);
@@ -195,6 +200,7 @@ batch_summary(struct batch *b)
 }
 
 static void batch_finish(struct batch *b);
+static void batch_result_error(struct batch *b, size_t index, enum kind kind, const char *msg);
 
 void
 batch_result(struct batch *b, struct ureq *r)
@@ -260,12 +266,20 @@ static void
 batch_abort(struct batch *b, enum kind kind, const char *why)
 {
 	struct ureq *r;
+	size_t i;
 
 	b->complete = 0;
 	while ((r = TAILQ_FIRST(&b->live)) != NULL) {
 		sched_remove(r);
 		upstream_abort(r, kind, why);
 	}
+	while (sched_pop_new(&b->sb, &i))
+		batch_result_error(b, i, kind, why);
+	while (!b->intake_done && b->next_intake < b->n)
+		batch_result_error(b, b->next_intake++, kind, why);
+	b->intake_done = 1;
+	if (b->done == b->n)
+		batch_finish(b);
 }
 
 static void
@@ -312,8 +326,6 @@ batch_caller_gone(struct evhttp_connection *evcon, void *arg)
 		b->closewatch = NULL;
 	}
 	batch_abort(b, KIND_CANCELLED, "the caller went away");
-	if (!b->finishing && b->intake_done && b->done == b->n)
-		batch_finish(b);
 }
 
 /* The caller hung up while nothing was being written to it: evhttp reads
@@ -423,28 +435,73 @@ batch_start_stream(struct batch *b)
 	}
 }
 
-/* Turns each element into a queued request or an invalid_request result. */
+/* A result for request index that never reached an upstream. */
 static void
-batch_intake(struct batch *b)
+batch_result_error(struct batch *b, size_t index, enum kind kind, const char *msg)
+{
+	struct ureq *r = upstream_new(b, &b->opts, index);
+
+	r->kind = kind;
+	snprintf(r->msg, sizeof(r->msg), "%s", msg);
+	r->t_phase = now_us();
+	metrics.requests[kind]++;
+	batch_result(b, r);
+}
+
+struct ureq *
+batch_materialize(struct batch *b, size_t index)
+{
+	const json_t *elem = json_array_get(json_object_get(b->doc, "requests"), index);
+	struct ureq *r = upstream_new(b, &b->opts, index);
+	char why[sizeof(r->msg)];
+
+	if (intake_request(elem, &b->opts, r, why, sizeof(why)) < 0)
+		fatal("batch %u: request %zu passed intake, then failed it: %s", b->id, index, why);
+	r->t_queued = b->t_start;
+	TAILQ_INSERT_TAIL(&b->live, r, blink);
+	return r;
+}
+
+/* Checks up to BATCH_INTAKE_SLICE elements: each is queued as an index for
+ * its origin, or gets its invalid_request result now. A big batch is taken
+ * in slices, one a loop turn, so its first requests go out (and its first
+ * results come back) while the rest is still being checked. */
+static void
+batch_intake_slice(struct batch *b)
 {
 	const json_t *reqs = json_object_get(b->doc, "requests");
-	char why[sizeof(((struct ureq *)0)->msg)];
+	size_t end = b->next_intake + BATCH_INTAKE_SLICE;
+	struct ureq tmp;
+	char why[sizeof(tmp.msg)];
 
-	for (size_t i = 0; i < b->n; i++) {
-		struct ureq *r = upstream_new(b, &b->opts, i);
-		if (intake_request(json_array_get(reqs, i), &b->opts, r, why, sizeof(why)) < 0) {
-			r->kind = KIND_INVALID_REQUEST;
-			memcpy(r->msg, why, sizeof(r->msg));
-			r->t_phase = now_us();
-			metrics.requests[KIND_INVALID_REQUEST]++;
-			batch_result(b, r);
-			continue;
-		}
-		r->t_queued = b->t_start;
-		TAILQ_INSERT_TAIL(&b->live, r, blink);
-		sched_enqueue(&b->sb, r, 0);
+	for (; b->next_intake < b->n && b->next_intake < end; b->next_intake++) {
+		size_t i = b->next_intake;
+
+		memset(&tmp, 0, sizeof(tmp));
+		if (intake_request(json_array_get(reqs, i), &b->opts, &tmp, why, sizeof(why)) < 0)
+			batch_result_error(b, i, KIND_INVALID_REQUEST, why);
+		else
+			sched_enqueue_new(&b->sb, &tmp.url, i);
+		url_free(&tmp.url);
+	}
+	if (b->next_intake < b->n) {
+		/* A timer, not event_active(): an active event would run in this
+		 * same loop turn, before any socket is looked at again. */
+		static const struct timeval now = { 0, 0 };
+		evtimer_add(b->intake, &now);
+		return;
 	}
 	b->intake_done = 1;
+	if (b->done == b->n)
+		batch_finish(b);
+}
+
+static void
+batch_intake_more(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	batch_intake_slice(arg);
 }
 
 void
@@ -484,17 +541,15 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls)
 	bs.count++;
 	metrics.batches_total++;
 	metrics.batches_in_flight++;
+	b->intake = event_new(bs.base, -1, 0, batch_intake_more, b);
 	batch_start_stream(b);
-	batch_intake(b);
-	if (b->done == b->n) {
-		batch_finish(b);
-		return;
-	}
-	sched_batch_start(&b->sb);
 	if (b->opts.deadline_ms > 0) {
 		struct timeval tv = { b->opts.deadline_ms / 1000, (b->opts.deadline_ms % 1000) * 1000 };
 		b->deadline = evtimer_new(bs.base, batch_deadline, b);
 		evtimer_add(b->deadline, &tv);
 	}
-	batch_pressure(b);
+	sched_batch_start(&b->sb);
+	batch_intake_slice(b);
+	if (!b->finishing)
+		batch_pressure(b);
 }

@@ -20,6 +20,10 @@ void batch_result(struct batch *b, struct ureq *r);
 
 struct sched_batch *batch_sb(struct batch *b);
 
+/* From sched.c, at dispatch: the ureq of request index, which intake
+ * queued as an index only. */
+struct ureq *batch_materialize(struct batch *b, size_t index);
+
 /* Batches accepted and not yet freed. */
 unsigned batch_count(void);
 

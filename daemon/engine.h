@@ -88,7 +88,12 @@ enum bhost_where { BH_NONE, BH_READY, BH_WAITING };
 struct bhost {
 	struct origin *origin;
 	struct sched_batch *sb;
-	TAILQ_HEAD(, ureq) queue;	/* continuing requests first, then by index */
+	TAILQ_HEAD(, ureq) cont;	/* redirects and retries: they go first */
+	/* Requests not dispatched yet are only their indexes, in input order:
+	 * a ring that grows by doubling, so a queued request costs 4 bytes and
+	 * its ureq exists only from dispatch on. */
+	uint32_t *fresh;
+	size_t fhead, fcount, fcap;
 	unsigned inflight;		/* connections of this batch to this origin */
 	enum bhost_where where;
 	TAILQ_ENTRY(bhost) link;	/* sb->ready or origin->waiters */
@@ -142,7 +147,7 @@ struct ureq {
 	struct bhost *bh;
 	int continuing;			/* dispatched before: a retry or redirect */
 	int holds_slot;			/* counted in bh->inflight */
-	int queued;			/* on bh->queue */
+	int queued;			/* on bh->cont */
 	TAILQ_ENTRY(ureq) qlink;
 	TAILQ_ENTRY(ureq) blink;	/* batch.c's list of live requests */
 

@@ -9,6 +9,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "sched.h"
+#include "batch.h"
 #include "upstream.h"
 
 static struct {
@@ -72,11 +73,16 @@ bhost_unlink(struct bhost *bh)
 	bh->where = BH_NONE;
 }
 
+static int
+bhost_empty(const struct bhost *bh)
+{
+	return TAILQ_EMPTY(&bh->cont) && bh->fcount == 0;
+}
+
 static void
 bhost_make_ready(struct bhost *bh)
 {
-	if (bh->where == BH_READY || TAILQ_EMPTY(&bh->queue) ||
-	    bh->inflight >= bh->sb->per_host)
+	if (bh->where == BH_READY || bhost_empty(bh) || bh->inflight >= bh->sb->per_host)
 		return;
 	bhost_unlink(bh);
 	bh->where = BH_READY;
@@ -102,6 +108,7 @@ sched_batch_fini(struct sched_batch *sb)
 			TAILQ_REMOVE(&sched.starving, o, starve_link);
 		}
 		pool_origin_put(o);
+		free(bh->fresh);
 		free(bh);
 	}
 	map_free(sb->bymap);
@@ -117,7 +124,7 @@ bhost_get(struct sched_batch *sb, const struct url *u)
 		bh = xcalloc(1, sizeof(*bh));
 		bh->origin = pool_origin_get(u);
 		bh->sb = sb;
-		TAILQ_INIT(&bh->queue);
+		TAILQ_INIT(&bh->cont);
 		TAILQ_INSERT_TAIL(&sb->hosts, bh, all);
 		map_put(sb->bymap, bh->origin->key, bh);
 	}
@@ -125,45 +132,82 @@ bhost_get(struct sched_batch *sb, const struct url *u)
 }
 
 void
-sched_enqueue(struct sched_batch *sb, struct ureq *r, int continuing)
+sched_enqueue_new(struct sched_batch *sb, const struct url *u, size_t index)
+{
+	struct bhost *bh = bhost_get(sb, u);
+
+	if (bh->fcount == bh->fcap) {
+		size_t cap = bh->fcap ? bh->fcap * 2 : 4;
+		uint32_t *ring = xmalloc(cap * sizeof(*ring));
+		/* Unwrap into the new ring, oldest first. */
+		for (size_t i = 0; i < bh->fcount; i++)
+			ring[i] = bh->fresh[(bh->fhead + i) % bh->fcap];
+		free(bh->fresh);
+		bh->fresh = ring;
+		bh->fcap = cap;
+		bh->fhead = 0;
+	}
+	bh->fresh[(bh->fhead + bh->fcount++) % bh->fcap] = (uint32_t)index;
+	metrics.requests_queued++;
+	bhost_make_ready(bh);
+}
+
+static size_t
+bhost_fresh_head(const struct bhost *bh)
+{
+	return bh->fresh[bh->fhead];
+}
+
+static size_t
+bhost_fresh_pop(struct bhost *bh)
+{
+	size_t index = bh->fresh[bh->fhead];
+
+	bh->fhead = (bh->fhead + 1) % bh->fcap;
+	bh->fcount--;
+	metrics.requests_queued--;
+	return index;
+}
+
+int
+sched_pop_new(struct sched_batch *sb, size_t *index)
+{
+	struct bhost *bh;
+
+	TAILQ_FOREACH(bh, &sb->hosts, all) {
+		if (bh->fcount > 0) {
+			*index = bhost_fresh_pop(bh);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+void
+sched_enqueue(struct sched_batch *sb, struct ureq *r)
 {
 	struct bhost *bh = bhost_get(sb, &r->url);
 
 	r->bh = bh;
-	r->continuing = continuing;
+	r->continuing = 1;
 	r->state = UREQ_QUEUED;
 	r->queued = 1;
-	if (continuing) {
-		sb->ncontinuing++;
-		TAILQ_INSERT_HEAD(&bh->queue, r, qlink);
-	} else {
-		metrics.requests_queued++;
-		TAILQ_INSERT_TAIL(&bh->queue, r, qlink);
-	}
+	sb->ncontinuing++;
+	TAILQ_INSERT_TAIL(&bh->cont, r, qlink);
 	bhost_make_ready(bh);
 	/* Even when bh was ready already: it may have been passed over (its
 	 * batch at its concurrency), and a continuing request may go anyway. */
 	sched_kick();
 }
 
-static void
-sched_unqueue(struct ureq *r)
-{
-	struct sched_batch *sb = r->bh->sb;
-
-	TAILQ_REMOVE(&r->bh->queue, r, qlink);
-	r->queued = 0;
-	if (r->continuing)
-		sb->ncontinuing--;
-	else
-		metrics.requests_queued--;
-}
-
 void
 sched_remove(struct ureq *r)
 {
-	if (r->queued)
-		sched_unqueue(r);
+	if (!r->queued)
+		return;
+	TAILQ_REMOVE(&r->bh->cont, r, qlink);
+	r->queued = 0;
+	r->bh->sb->ncontinuing--;
 }
 
 void
@@ -234,26 +278,32 @@ bhost_park(struct bhost *bh, int starving)
 	}
 }
 
-/* May r go now, as far as its batch is concerned? */
+/* May the head of bh go now, as far as its batch is concerned? */
 static int
-sched_batch_allows(const struct sched_batch *sb, const struct ureq *r)
+sched_batch_allows(const struct sched_batch *sb, const struct bhost *bh)
 {
-	if (r->continuing)
+	if (!TAILQ_EMPTY(&bh->cont))
 		return 1;
 	if (sb->inflight >= sb->concurrency)
 		return 0;
 	/* A paused batch still sends the request its ordered output waits
 	 * for, or order "input" could wait forever on a queued request. */
-	return !sb->paused || r->index == sb->need_index;
+	return !sb->paused || bhost_fresh_head(bh) == sb->need_index;
 }
 
+/* Sends bh's head on c: a queued redirect or retry, else its next new
+ * request, whose ureq the batch makes now. */
 static void
-sched_dispatch(struct bhost *bh, struct ureq *r, struct conn *c, int reused)
+sched_dispatch(struct bhost *bh, struct conn *c, int reused)
 {
 	struct sched_batch *sb = bh->sb;
+	struct ureq *r = TAILQ_FIRST(&bh->cont);
 
-	sched_unqueue(r);
-	if (!r->continuing) {
+	if (r != NULL)
+		sched_remove(r);
+	else {
+		r = batch_materialize(sb->batch, bhost_fresh_pop(bh));
+		r->bh = bh;
 		sb->inflight++;
 		metrics.requests_in_flight++;
 	}
@@ -276,17 +326,17 @@ sched_batch_one(struct sched_batch *sb)
 	    (sb->paused && sb->need_index == SIZE_MAX)))
 		return 0;
 	for (bh = TAILQ_FIRST(&sb->ready); bh != NULL; bh = next) {
-		struct ureq *r = TAILQ_FIRST(&bh->queue);
+		struct ureq *r = TAILQ_FIRST(&bh->cont);
 		struct conn *c;
 
 		next = TAILQ_NEXT(bh, link);
-		if (r == NULL || bh->inflight >= sb->per_host) {
+		if (bhost_empty(bh) || bh->inflight >= sb->per_host) {
 			bhost_unlink(bh);
 			continue;
 		}
-		if (!sched_batch_allows(sb, r))
+		if (!sched_batch_allows(sb, bh))
 			continue;
-		switch (pool_take(bh->origin, r->want_fresh, &c)) {
+		switch (pool_take(bh->origin, r != NULL && r->want_fresh, &c)) {
 		case POOL_FULL_ORIGIN:
 			bhost_park(bh, 0);
 			continue;
@@ -294,10 +344,10 @@ sched_batch_one(struct sched_batch *sb)
 			bhost_park(bh, 1);
 			continue;
 		case POOL_REUSE:
-			sched_dispatch(bh, r, c, 1);
+			sched_dispatch(bh, c, 1);
 			return 1;
 		case POOL_NEW:
-			sched_dispatch(bh, r, c, 0);
+			sched_dispatch(bh, c, 0);
 			return 1;
 		}
 	}

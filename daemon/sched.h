@@ -21,13 +21,20 @@ void sched_batch_start(struct sched_batch *sb);
 /* Leaves it; the queues must be empty (see sched_remove). */
 void sched_batch_fini(struct sched_batch *sb);
 
-/* Queues r for its URL's origin. continuing: r was dispatched before (a
- * redirect or retry); it goes first and does not count against concurrency
- * again. */
-void sched_enqueue(struct sched_batch *sb, struct ureq *r, int continuing);
+/* Queues request index of the batch for u's origin. At dispatch the batch
+ * makes its ureq (batch_materialize). */
+void sched_enqueue_new(struct sched_batch *sb, const struct url *u, size_t index);
+
+/* Queues r again (a redirect or retry) for its URL's origin: it goes before
+ * the origin's new requests and does not count against concurrency again. */
+void sched_enqueue(struct sched_batch *sb, struct ureq *r);
 
 /* Takes r off its queue if it is queued: for cancelling. */
 void sched_remove(struct ureq *r);
+
+/* Takes any queued new request's index off sb's queues: for cancelling.
+ * Returns 0 when none is left. */
+int sched_pop_new(struct sched_batch *sb, size_t *index);
 
 /* r gives back its per-origin slot (its connection is released or closed). */
 void sched_release(struct ureq *r);

@@ -265,7 +265,7 @@ upstream_requeue(struct ureq *r)
 {
 	upstream_drop_conn(r, 0);
 	upstream_reset_attempt(r);
-	sched_enqueue(batch_sb(r->batch), r, 1);
+	sched_enqueue(batch_sb(r->batch), r);
 	upstream_arm(r);
 }
 
