@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
 
 #include "dnscache.h"
 #include "h1.h"
@@ -76,6 +77,7 @@ struct conn {
 	struct origin *origin;
 	struct sockaddr_storage remote;
 	socklen_t remotelen;
+	char remote_str[INET6_ADDRSTRLEN + 8];	/* formatted once, for every result it serves */
 	unsigned nreq;			/* requests it has carried */
 	unsigned gen;			/* the pool generation it was opened in */
 	int idle;
@@ -165,7 +167,7 @@ struct ureq {
 	unsigned attempts;
 	unsigned hops;
 	int reused;
-	struct sockaddr_storage remote;	/* where the last attempt went */
+	char remote[INET6_ADDRSTRLEN + 8];	/* where the last attempt went: "1.2.3.4:80" */
 	int got_bytes;			/* any response byte on this attempt */
 	int fresh_retry_done;		/* the one retry on a fresh connection */
 	int want_fresh;			/* the next connection must not be a kept-alive one */

@@ -131,9 +131,19 @@ result_timing(struct evbuffer *out, const struct ureq *r, uint64_t t_start)
 	    (double)(end - t_start) / 1000.0;
 	double total = r->t_dispatch ? (double)(end - r->t_dispatch) / 1000.0 : 0;
 
-	evbuffer_add_printf(out, ",\"timing\":{\"queue_ms\":%.1f,\"dns_ms\":%.1f,"
-	    "\"connect_ms\":%.1f,\"tls_ms\":%.1f,\"ttfb_ms\":%.1f,\"total_ms\":%.1f}}",
-	    queue, r->dns_ms, r->connect_ms, r->tls_ms, r->ttfb_ms, total);
+	JOUT_LIT(out, ",\"timing\":{\"queue_ms\":");
+	jout_ms(out, queue);
+	JOUT_LIT(out, ",\"dns_ms\":");
+	jout_ms(out, r->dns_ms);
+	JOUT_LIT(out, ",\"connect_ms\":");
+	jout_ms(out, r->connect_ms);
+	JOUT_LIT(out, ",\"tls_ms\":");
+	jout_ms(out, r->tls_ms);
+	JOUT_LIT(out, ",\"ttfb_ms\":");
+	jout_ms(out, r->ttfb_ms);
+	JOUT_LIT(out, ",\"total_ms\":");
+	jout_ms(out, total);
+	JOUT_LIT(out, "}}");
 }
 
 static void
@@ -142,7 +152,8 @@ result_url(struct evbuffer *out, const struct ureq *r, const json_t *elem)
 	const json_t *url = json_is_string(elem) ? elem : json_object_get(elem, "url");
 	const json_t *id = json_is_object(elem) ? json_object_get(elem, "id") : NULL;
 
-	evbuffer_add_printf(out, "{\"index\":%zu", r->index);
+	JOUT_LIT(out, "{\"index\":");
+	jout_uint(out, r->index);
 	if (id != NULL) {
 		evbuffer_add(out, ",\"id\":", 6);
 		json_dump_callback(id, result_dump_cb, out, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -161,19 +172,19 @@ result_url(struct evbuffer *out, const struct ureq *r, const json_t *elem)
 void
 result_write(struct evbuffer *out, const struct ureq *r, const json_t *elem, uint64_t t_start)
 {
-	char remote[64];
-
 	result_url(out, r, elem);
 	if (r->kind != KIND_NONE) {
 		evbuffer_add(out, ",\"error\":{\"kind\":", 17);
 		jout_cstr(out, kind_name(r->kind));
 		evbuffer_add(out, ",\"message\":", 11);
 		jout_cstr(out, r->msg);
-		evbuffer_add_printf(out, "},\"attempts\":%u", r->attempts);
+		JOUT_LIT(out, "},\"attempts\":");
+		jout_uint(out, r->attempts);
 		result_timing(out, r, t_start);
 		return;
 	}
-	evbuffer_add_printf(out, ",\"status\":%d", r->head.status);
+	JOUT_LIT(out, ",\"status\":");
+	jout_uint(out, (uint64_t)r->head.status);
 	if (r->opts->include_headers) {
 		evbuffer_add(out, ",\"headers\":", 11);
 		result_headers(out, &r->head);
@@ -184,9 +195,17 @@ result_write(struct evbuffer *out, const struct ureq *r, const json_t *elem, uin
 		evbuffer_add(out, ",\"body\":", 8);
 	const char *enc = result_body(out, r->opts->body, body, ct ? ct->value : NULL,
 	    ct ? ct->valuelen : 0);
-	addr_format(&r->remote, remote, sizeof(remote));
-	evbuffer_add_printf(out, ",\"body_encoding\":\"%s\",\"bytes\":%zu,\"attempts\":%u,"
-	    "\"remote\":\"%s\",\"reused\":%s", enc, r->resp_bytes, r->attempts, remote,
-	    r->reused ? "true" : "false");
+	JOUT_LIT(out, ",\"body_encoding\":\"");
+	evbuffer_add(out, enc, strlen(enc));
+	JOUT_LIT(out, "\",\"bytes\":");
+	jout_uint(out, r->resp_bytes);
+	JOUT_LIT(out, ",\"attempts\":");
+	jout_uint(out, r->attempts);
+	JOUT_LIT(out, ",\"remote\":");
+	jout_cstr(out, r->remote);
+	if (r->reused)
+		JOUT_LIT(out, ",\"reused\":true");
+	else
+		JOUT_LIT(out, ",\"reused\":false");
 	result_timing(out, r, t_start);
 }

@@ -30,6 +30,7 @@
 #include "policy.h"
 #include "pool.h"
 #include "sched.h"
+#include "jout.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -285,7 +286,7 @@ upstream_start(struct ureq *r, struct conn *c, int reused)
 	r->dns_ms = r->connect_ms = r->tls_ms = r->ttfb_ms = 0;
 	if (reused) {
 		metrics.conns_reused++;
-		r->remote = c->remote;
+		memcpy(r->remote, c->remote_str, sizeof(r->remote));
 		upstream_send(r);
 		return;
 	}
@@ -354,7 +355,8 @@ upstream_connect(struct ureq *r, const struct dns_answer *a)
 			pick = &a->addrs[i];
 	}
 	c->remotelen = upstream_sockaddr(pick, r->url.port, &c->remote);
-	r->remote = c->remote;
+	addr_format(&c->remote, c->remote_str, sizeof(c->remote_str));
+	memcpy(r->remote, c->remote_str, sizeof(r->remote));
 	c->bev = bufferevent_socket_new(ev_base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		upstream_error(r, KIND_INTERNAL, "cannot create a connection");
@@ -429,7 +431,10 @@ upstream_write_headers(const struct ureq *r, struct evbuffer *out, const json_t 
 		if (upstream_header_is(k, upstream_own_headers) || upstream_json_has(unless, k) ||
 		    (r->strip_credentials && upstream_header_is(k, upstream_credential_headers)))
 			continue;
-		evbuffer_add_printf(out, "%s: %s\r\n", k, json_string_value(v));
+		evbuffer_add(out, k, strlen(k));
+		JOUT_LIT(out, ": ");
+		evbuffer_add(out, json_string_value(v), json_string_length(v));
+		JOUT_LIT(out, "\r\n");
 	}
 }
 
@@ -450,25 +455,32 @@ upstream_send(struct ureq *r)
 	size_t bodylen = r->bodylen;
 
 	r->conn->nreq++;
-	evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n", r->method, r->url.target,
-	    r->url.authority);
+	evbuffer_add(out, r->method, strlen(r->method));
+	JOUT_LIT(out, " ");
+	evbuffer_add(out, r->url.target, strlen(r->url.target));
+	JOUT_LIT(out, " HTTP/1.1\r\nHost: ");
+	evbuffer_add(out, r->url.authority, strlen(r->url.authority));
+	JOUT_LIT(out, "\r\n");
 	upstream_write_headers(r, out, r->headers, NULL);
 	upstream_write_headers(r, out, r->opts->headers, r->headers);
 	r->decode = !upstream_has_header(r, "accept-encoding");
 	if (r->decode)
-		evbuffer_add_printf(out, "Accept-Encoding: gzip, deflate\r\n");
+		JOUT_LIT(out, "Accept-Encoding: gzip, deflate\r\n");
 	if (!upstream_has_header(r, "user-agent"))
-		evbuffer_add_printf(out, "User-Agent: fanoutd/" FANOUTD_VERSION "\r\n");
+		JOUT_LIT(out, "User-Agent: fanoutd/" FANOUTD_VERSION "\r\n");
 	if (r->json != NULL) {
 		json = json_dumps(r->json, JSON_COMPACT | JSON_ENCODE_ANY);
 		body = json;
 		bodylen = json != NULL ? strlen(json) : 0;
 		if (!upstream_has_header(r, "content-type"))
-			evbuffer_add_printf(out, "Content-Type: application/json\r\n");
+			JOUT_LIT(out, "Content-Type: application/json\r\n");
 	}
 	if (body != NULL || strcmp(r->method, "POST") == 0 || strcmp(r->method, "PUT") == 0 ||
-	    strcmp(r->method, "PATCH") == 0)
-		evbuffer_add_printf(out, "Content-Length: %zu\r\n", bodylen);
+	    strcmp(r->method, "PATCH") == 0) {
+		JOUT_LIT(out, "Content-Length: ");
+		jout_uint(out, bodylen);
+		JOUT_LIT(out, "\r\n");
+	}
 	evbuffer_add(out, "\r\n", 2);
 	if (body != NULL)
 		evbuffer_add(out, body, bodylen);
