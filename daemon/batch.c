@@ -23,6 +23,7 @@
 #include "batch.h"
 #include "conf.h"
 #include "intake.h"
+#include "jout.h"
 #include "log.h"
 #include "metrics.h"
 #include "result.h"
@@ -45,6 +46,8 @@ struct batch {
 	uint64_t t_start;
 	struct event *deadline;
 	struct evbuffer *scratch;
+	struct evbuffer *out;		/* results of this loop turn, sent as one chunk */
+	struct event *flush;
 	struct evbuffer **slots;	/* order "input": results waiting their turn */
 	size_t next_out;
 	size_t slot_bytes;
@@ -107,6 +110,8 @@ batch_free(evutil_socket_t fd, short what, void *arg)
 		event_free(b->deadline);
 	event_free(b->intake);
 	evbuffer_free(b->scratch);
+	evbuffer_free(b->out);
+	event_free(b->flush);
 	json_decref(b->doc);
 	SSL_CTX_free(b->opts.tls);
 	conf_unref(b->conf);
@@ -137,7 +142,7 @@ batch_release(struct batch *b)
 static size_t
 batch_unsent(struct batch *b)
 {
-	size_t n = b->slot_bytes;
+	size_t n = b->slot_bytes + evbuffer_get_length(b->out);
 
 	if (b->evcon != NULL)
 		n += evbuffer_get_length(bufferevent_get_output(
@@ -173,22 +178,36 @@ batch_send(struct batch *b, struct evbuffer *buf)
 	evhttp_send_reply_chunk_with_cb(b->req, buf, batch_drained, b);
 }
 
-/* Writes one encoded result, with the separator the format wants. */
+/* Queues one encoded result, with the separator the format wants. The
+ * results of one loop turn go out as one chunk: a chunk per result cost a
+ * chunk header (printf'd by evhttp) and a write callback each. */
 static void
 batch_emit(struct batch *b, struct evbuffer *enc)
 {
+	if (!b->opts.ndjson && b->wrote_first)
+		evbuffer_add(b->out, ",\n", 2);
+	evbuffer_add_buffer(b->out, enc);
 	if (b->opts.ndjson)
-		evbuffer_add(enc, "\n", 1);
-	else if (b->wrote_first)
-		evbuffer_prepend(enc, ",\n", 2);
+		evbuffer_add(b->out, "\n", 1);
 	b->wrote_first = 1;
-	batch_send(b, enc);
+	event_active(b->flush, 0, 0);
+}
+
+static void
+batch_flush(evutil_socket_t fd, short what, void *arg)
+{
+	struct batch *b = arg;
+
+	(void)fd;
+	(void)what;
+	if (b->req != NULL && evbuffer_get_length(b->out) > 0)
+		batch_send(b, b->out);
 }
 
 static void
 batch_summary(struct batch *b)
 {
-	struct evbuffer *out = b->scratch;
+	struct evbuffer *out = b->out;
 	double elapsed = (double)(now_us() - b->t_start) / 1000.0;
 
 	/* NDJSON: a last line of its own; JSON: the document's last member. */
@@ -430,8 +449,8 @@ batch_start_stream(struct batch *b)
 		event_add(b->closewatch, NULL);
 	}
 	if (!b->opts.ndjson) {
-		evbuffer_add_printf(b->scratch, "{\"results\":[\n");
-		batch_send(b, b->scratch);
+		JOUT_LIT(b->out, "{\"results\":[\n");
+		batch_send(b, b->out);
 	}
 }
 
@@ -532,6 +551,8 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls)
 	b->t_start = now_us();
 	b->complete = 1;
 	b->scratch = evbuffer_new();
+	b->out = evbuffer_new();
+	b->flush = event_new(bs.base, -1, 0, batch_flush, b);
 	TAILQ_INIT(&b->live);
 	if (b->opts.order_input)
 		b->slots = xcalloc(b->n, sizeof(*b->slots));

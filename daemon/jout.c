@@ -75,6 +75,18 @@ static const unsigned char jout_special[256] = {
 	[0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
 };
 
+/* True when any of the eight bytes in w is special (see jout_special):
+ * the classic SWAR tests for a byte below 0x20, equal to '"' or '\\', or with
+ * its top bit set. */
+static int
+jout_word_special(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+	uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+
+	return (((w - ones * 0x20) | (q - ones) | (b - ones) | w) & high) != 0;
+}
+
 /* Appends s[0..n) escaped, without quotes. */
 static void
 jout_escape(struct evbuffer *out, const unsigned char *s, size_t n)
@@ -83,10 +95,17 @@ jout_escape(struct evbuffer *out, const unsigned char *s, size_t n)
 	size_t i = 0, run = 0;
 
 	while (i < n) {
-		unsigned char c = s[i];
+		unsigned char c;
 		const char *esc;
 		char u[7];
+		uint64_t w;
 
+		/* Plain text is the common case: eight bytes a step. */
+		while (n - i >= 8 && (memcpy(&w, s + i, 8), !jout_word_special(w)))
+			i += 8;
+		if (i == n)
+			break;
+		c = s[i];
 		if (!jout_special[c]) {
 			i++;
 			continue;

@@ -55,6 +55,38 @@ test_escaping(void)
 	check_str("\xed\xa0\x80", 3, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");	/* surrogate */
 }
 
+/* Every special byte at every position of a string longer than the
+ * escaper's eight-byte steps comes back intact through jansson. */
+static void
+test_escaping_long(void)
+{
+	static const char specials[] = "\"\\\n\x01\x1f\xc3";
+	char in[41];
+
+	for (size_t k = 0; k < sizeof(specials) - 1; k++) {
+		for (size_t pos = 0; pos < sizeof(in) - 1; pos++) {
+			struct evbuffer *b = evbuffer_new();
+			size_t n = sizeof(in) - 1;
+			char *got;
+			json_t *v;
+
+			memset(in, 'a', n);
+			in[pos] = specials[k];
+			if ((unsigned char)specials[k] == 0xc3 && pos + 1 < n)
+				in[pos + 1] = (char)0xa9;	/* a whole UTF-8 sequence */
+			jout_str(b, in, n);
+			got = text_of(b);
+			v = json_loads(got, JSON_DECODE_ANY, NULL);
+			CHECK(v != NULL && json_string_length(v) >= n - 1);
+			if (v != NULL && pos + 1 < n)
+				CHECK(json_string_length(v) == n && memcmp(json_string_value(v), in, n) == 0);
+			json_decref(v);
+			free(got);
+			evbuffer_free(b);
+		}
+	}
+}
+
 static void
 test_utf8(void)
 {
@@ -198,6 +230,7 @@ int
 main(void)
 {
 	test_escaping();
+	test_escaping_long();
 	test_utf8();
 	test_body_modes();
 	test_base64_long();
