@@ -344,42 +344,48 @@ url_remove_dots(const char *path)
 	return out;
 }
 
+/* Concatenates the NULL-terminated list of strings into a new one. On the
+ * per-request path: asprintf() cost a fifth of the daemon's instructions. */
+static char *
+url_join(const char *const *parts)
+{
+	size_t n = 0, o = 0;
+	char *r;
+
+	for (const char *const *p = parts; *p != NULL; p++)
+		n += strlen(*p);
+	if ((r = malloc(n + 1)) == NULL)
+		return NULL;
+	for (const char *const *p = parts; *p != NULL; p++) {
+		size_t l = strlen(*p);
+		memcpy(r + o, *p, l);
+		o += l;
+	}
+	r[o] = '\0';
+	return r;
+}
+
 /* Fills u's serialised parts from checked pieces. */
 static int
 url_fill(struct url *u, const char *path, const char *query)
 {
-	const char *scheme = u->https ? "https" : "http";
+	const char *scheme = u->https ? "https://" : "http://";
 	const char *lb = u->host_is_ip == 6 ? "[" : "", *rb = u->host_is_ip == 6 ? "]" : "";
-	uint16_t defport = u->https ? 443 : 80;
-	char *clean;
-	int rc;
+	int defport = u->port == (u->https ? 443 : 80);
+	char port[8], *clean;
 
+	snprintf(port, sizeof(port), ":%u", u->port);
 	if ((clean = url_remove_dots(*path != '\0' ? path : "/")) == NULL)
 		return -1;
-	rc = asprintf(&u->target, "%s%s%s", clean, query != NULL ? "?" : "",
-	    query != NULL ? query : "");
+	u->target = url_join((const char *[]){ clean, query != NULL ? "?" : "",
+	    query != NULL ? query : "", NULL });
 	free(clean);
-	if (rc < 0) {
-		u->target = NULL;
+	u->authority = url_join((const char *[]){ lb, u->host, rb, defport ? "" : port, NULL });
+	u->origin = url_join((const char *[]){ scheme, lb, u->host, rb, port, NULL });
+	if (u->target == NULL || u->authority == NULL || u->origin == NULL)
 		return -1;
-	}
-	if (u->port == defport)
-		rc = asprintf(&u->authority, "%s%s%s", lb, u->host, rb);
-	else
-		rc = asprintf(&u->authority, "%s%s%s:%u", lb, u->host, rb, u->port);
-	if (rc < 0) {
-		u->authority = NULL;
-		return -1;
-	}
-	if (asprintf(&u->origin, "%s://%s%s%s:%u", scheme, lb, u->host, rb, u->port) < 0) {
-		u->origin = NULL;
-		return -1;
-	}
-	if (asprintf(&u->href, "%s://%s%s", scheme, u->authority, u->target) < 0) {
-		u->href = NULL;
-		return -1;
-	}
-	return 0;
+	u->href = url_join((const char *[]){ scheme, u->authority, u->target, NULL });
+	return u->href == NULL ? -1 : 0;
 }
 
 /* The part of url_parse after the checks on the raw text: structure from
