@@ -36,15 +36,20 @@ api_error(struct evhttp_request *req, int status, const char *kind, const char *
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	struct evbuffer *out = evbuffer_new();
+	struct jbuf jb;
 
 	if (allow != NULL)
 		evhttp_add_header(h, "Allow", allow);
 	if (status == 503)
 		evhttp_add_header(h, "Retry-After", "1");
 	evhttp_add_header(h, "Content-Type", "application/json");
-	evbuffer_add_printf(out, "{\"error\":{\"kind\":\"%s\",\"message\":", kind);
-	jout_cstr(out, msg);
-	evbuffer_add(out, "}}\n", 3);
+	jb_init(&jb, out);
+	JB_LIT(&jb, "{\"error\":{\"kind\":");
+	jout_cstr(&jb, kind);
+	JB_LIT(&jb, ",\"message\":");
+	jout_cstr(&jb, msg);
+	JB_LIT(&jb, "}}\n");
+	jb_flush(&jb);
 	evhttp_send_reply(req, status, NULL, out);
 	evbuffer_free(out);
 }

@@ -44,6 +44,33 @@ utf8_seq(const unsigned char *s, size_t n)
 	return len;
 }
 
+void
+jb_init(struct jbuf *jb, struct evbuffer *out)
+{
+	jb->out = out;
+	jb->len = 0;
+}
+
+void
+jb_flush(struct jbuf *jb)
+{
+	if (jb->len > 0)
+		evbuffer_add(jb->out, jb->b, jb->len);
+	jb->len = 0;
+}
+
+void
+jb_add_slow(struct jbuf *jb, const void *p, size_t n)
+{
+	jb_flush(jb);
+	if (n >= sizeof(jb->b))
+		evbuffer_add(jb->out, p, n);	/* a long run: no staging */
+	else {
+		memcpy(jb->b, p, n);
+		jb->len = n;
+	}
+}
+
 int
 jout_utf8_valid(const char *s, size_t n)
 {
@@ -89,7 +116,7 @@ jout_word_special(uint64_t w)
 
 /* Appends s[0..n) escaped, without quotes. */
 static void
-jout_escape(struct evbuffer *out, const unsigned char *s, size_t n)
+jout_escape(struct jbuf *out, const unsigned char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t i = 0, run = 0;
@@ -131,30 +158,30 @@ jout_escape(struct evbuffer *out, const unsigned char *s, size_t n)
 			snprintf(u, sizeof(u), "\\u00%c%c", hex[c >> 4], hex[c & 15]);
 			esc = u;
 		}
-		evbuffer_add(out, s + run, i - run);
-		evbuffer_add(out, esc, strlen(esc));
+		jb_add(out, s + run, i - run);
+		jb_add(out, esc, strlen(esc));
 		i++;
 		run = i;
 	}
-	evbuffer_add(out, s + run, i - run);
+	jb_add(out, s + run, i - run);
 }
 
 void
-jout_esc(struct evbuffer *out, const char *s, size_t n)
+jout_esc(struct jbuf *out, const char *s, size_t n)
 {
 	jout_escape(out, (const unsigned char *)s, n);
 }
 
 void
-jout_str(struct evbuffer *out, const char *s, size_t n)
+jout_str(struct jbuf *out, const char *s, size_t n)
 {
-	evbuffer_add(out, "\"", 1);
+	jb_add(out, "\"", 1);
 	jout_escape(out, (const unsigned char *)s, n);
-	evbuffer_add(out, "\"", 1);
+	jb_add(out, "\"", 1);
 }
 
 void
-jout_cstr(struct evbuffer *out, const char *s)
+jout_cstr(struct jbuf *out, const char *s)
 {
 	jout_str(out, s, strlen(s));
 }
@@ -169,38 +196,39 @@ jout_linear(struct evbuffer *src, size_t *n)
 }
 
 void
-jout_str_buf(struct evbuffer *out, struct evbuffer *src)
+jout_str_buf(struct jbuf *out, struct evbuffer *src)
 {
 	size_t n;
 	const unsigned char *p = jout_linear(src, &n);
 
-	evbuffer_add(out, "\"", 1);
+	jb_add(out, "\"", 1);
 	jout_escape(out, p, n);
-	evbuffer_add(out, "\"", 1);
+	jb_add(out, "\"", 1);
 }
 
 void
-jout_base64_buf(struct evbuffer *out, struct evbuffer *src)
+jout_base64_buf(struct jbuf *out, struct evbuffer *src)
 {
 	enum { STEP = 48 * 1024 };	/* a multiple of 3: no padding mid-stream */
 	size_t n;
 	const unsigned char *p = jout_linear(src, &n);
 	struct evbuffer_iovec v;
 
-	evbuffer_add(out, "\"", 1);
+	jb_add(out, "\"", 1);
+	jb_flush(out);	/* encoded straight into the evbuffer */
 	for (size_t off = 0; off < n; off += STEP) {
 		size_t len = n - off < STEP ? n - off : STEP;
-		if (evbuffer_reserve_space(out, (ev_ssize_t)(len / 3 + 1) * 4 + 1, &v, 1) < 1)
+		if (evbuffer_reserve_space(out->out, (ev_ssize_t)(len / 3 + 1) * 4 + 1, &v, 1) < 1)
 			break;
 		int w = EVP_EncodeBlock(v.iov_base, p + off, (int)len);
 		v.iov_len = (size_t)w;
-		evbuffer_commit_space(out, &v, 1);
+		evbuffer_commit_space(out->out, &v, 1);
 	}
-	evbuffer_add(out, "\"", 1);
+	jb_add(out, "\"", 1);
 }
 
 void
-jout_uint(struct evbuffer *out, uint64_t v)
+jout_uint(struct jbuf *out, uint64_t v)
 {
 	char buf[20];
 	size_t i = sizeof(buf);
@@ -208,15 +236,15 @@ jout_uint(struct evbuffer *out, uint64_t v)
 	do
 		buf[--i] = (char)('0' + v % 10);
 	while ((v /= 10) != 0);
-	evbuffer_add(out, buf + i, sizeof(buf) - i);
+	jb_add(out, buf + i, sizeof(buf) - i);
 }
 
 void
-jout_ms(struct evbuffer *out, double ms)
+jout_ms(struct jbuf *out, double ms)
 {
 	uint64_t tenths = ms > 0 ? (uint64_t)(ms * 10 + 0.5) : 0;
 	char frac[2] = { '.', (char)('0' + tenths % 10) };
 
 	jout_uint(out, tenths / 10);
-	evbuffer_add(out, frac, 2);
+	jb_add(out, frac, 2);
 }

@@ -12,7 +12,7 @@
 #include "result.h"
 
 static void
-result_lower_name(struct evbuffer *out, const char *name, size_t n)
+result_lower_name(struct jbuf *out, const char *name, size_t n)
 {
 	char buf[256];
 
@@ -30,11 +30,11 @@ result_same_name(const struct h1_header *a, const struct h1_header *b)
 }
 
 static void
-result_headers(struct evbuffer *out, const struct h1_head *h)
+result_headers(struct jbuf *out, const struct h1_head *h)
 {
 	int first = 1;
 
-	evbuffer_add(out, "{", 1);
+	jb_add(out, "{", 1);
 	for (size_t i = 0; i < h->nheaders; i++) {
 		const struct h1_header *hi = &h->headers[i];
 		int seen = 0, cookie;
@@ -46,26 +46,26 @@ result_headers(struct evbuffer *out, const struct h1_head *h)
 		if (seen)
 			continue;
 		cookie = hi->namelen == 10 && strncasecmp(hi->name, "set-cookie", 10) == 0;
-		evbuffer_add(out, ",", first ? 0 : 1);
+		jb_add(out, ",", first ? 0 : 1);
 		first = 0;
 		result_lower_name(out, hi->name, hi->namelen);
-		evbuffer_add(out, cookie ? ":[" : ":\"", 2);
+		jb_add(out, cookie ? ":[" : ":\"", 2);
 		for (size_t j = i, n = 0; j < h->nheaders; j++) {
 			const struct h1_header *hj = &h->headers[j];
 			if (!result_same_name(hi, hj))
 				continue;
 			if (cookie) {
-				evbuffer_add(out, ",", n++ ? 1 : 0);
+				jb_add(out, ",", n++ ? 1 : 0);
 				jout_str(out, hj->value, hj->valuelen);
 				continue;
 			}
 			if (n++)
-				evbuffer_add(out, ", ", 2);
+				jb_add(out, ", ", 2);
 			jout_esc(out, hj->value, hj->valuelen);
 		}
-		evbuffer_add(out, cookie ? "]" : "\"", 1);
+		jb_add(out, cookie ? "]" : "\"", 1);
 	}
-	evbuffer_add(out, "}", 1);
+	jb_add(out, "}", 1);
 }
 
 static int
@@ -83,12 +83,13 @@ result_json_type(const char *ct, size_t n)
 static int
 result_dump_cb(const char *buf, size_t size, void *data)
 {
-	return evbuffer_add(data, buf, size);
+	jb_add(data, buf, size);
+	return 0;
 }
 
 /* Embeds body as a JSON value if it parses; 0 when it does not. */
 static int
-result_body_json(struct evbuffer *out, struct evbuffer *body)
+result_body_json(struct jbuf *out, struct evbuffer *body)
 {
 	size_t n = evbuffer_get_length(body);
 	const char *p = n > 0 ? (const char *)evbuffer_pullup(body, -1) : "";
@@ -103,8 +104,8 @@ result_body_json(struct evbuffer *out, struct evbuffer *body)
 	return 1;
 }
 
-const char *
-result_body(struct evbuffer *out, enum body_mode m, struct evbuffer *body, const char *ct,
+static const char *
+result_body_jb(struct jbuf *out, enum body_mode m, struct evbuffer *body, const char *ct,
     size_t ctlen)
 {
 	size_t n = evbuffer_get_length(body);
@@ -124,88 +125,111 @@ result_body(struct evbuffer *out, enum body_mode m, struct evbuffer *body, const
 }
 
 static void
-result_timing(struct evbuffer *out, const struct ureq *r, uint64_t t_start)
+result_timing(struct jbuf *out, const struct ureq *r, uint64_t t_start)
 {
 	uint64_t end = r->t_phase;
 	double queue = r->t_dispatch ? (double)(r->t_dispatch - t_start) / 1000.0 :
 	    (double)(end - t_start) / 1000.0;
 	double total = r->t_dispatch ? (double)(end - r->t_dispatch) / 1000.0 : 0;
 
-	JOUT_LIT(out, ",\"timing\":{\"queue_ms\":");
+	JB_LIT(out, ",\"timing\":{\"queue_ms\":");
 	jout_ms(out, queue);
-	JOUT_LIT(out, ",\"dns_ms\":");
+	JB_LIT(out, ",\"dns_ms\":");
 	jout_ms(out, r->dns_ms);
-	JOUT_LIT(out, ",\"connect_ms\":");
+	JB_LIT(out, ",\"connect_ms\":");
 	jout_ms(out, r->connect_ms);
-	JOUT_LIT(out, ",\"tls_ms\":");
+	JB_LIT(out, ",\"tls_ms\":");
 	jout_ms(out, r->tls_ms);
-	JOUT_LIT(out, ",\"ttfb_ms\":");
+	JB_LIT(out, ",\"ttfb_ms\":");
 	jout_ms(out, r->ttfb_ms);
-	JOUT_LIT(out, ",\"total_ms\":");
+	JB_LIT(out, ",\"total_ms\":");
 	jout_ms(out, total);
-	JOUT_LIT(out, "}}");
+	JB_LIT(out, "}}");
 }
 
 static void
-result_url(struct evbuffer *out, const struct ureq *r, const json_t *elem)
+result_url(struct jbuf *out, const struct ureq *r, const json_t *elem)
 {
 	const json_t *url = json_is_string(elem) ? elem : json_object_get(elem, "url");
 	const json_t *id = json_is_object(elem) ? json_object_get(elem, "id") : NULL;
 
-	JOUT_LIT(out, "{\"index\":");
+	JB_LIT(out, "{\"index\":");
 	jout_uint(out, r->index);
 	if (id != NULL) {
-		evbuffer_add(out, ",\"id\":", 6);
+		jb_add(out, ",\"id\":", 6);
 		json_dump_callback(id, result_dump_cb, out, JSON_COMPACT | JSON_ENCODE_ANY);
 	}
-	evbuffer_add(out, ",\"url\":", 7);
+	jb_add(out, ",\"url\":", 7);
 	if (json_is_string(url))
 		jout_str(out, json_string_value(url), json_string_length(url));
 	else
-		evbuffer_add(out, "null", 4);
+		jb_add(out, "null", 4);
 	if (r->final_url != NULL) {
-		evbuffer_add(out, ",\"final_url\":", 13);
+		jb_add(out, ",\"final_url\":", 13);
 		jout_cstr(out, r->final_url);
 	}
 }
 
-void
-result_write(struct evbuffer *out, const struct ureq *r, const json_t *elem, uint64_t t_start)
+const char *
+result_body(struct evbuffer *out, enum body_mode m, struct evbuffer *body, const char *ct,
+    size_t ctlen)
+{
+	struct jbuf jb;
+	const char *enc;
+
+	jb_init(&jb, out);
+	enc = result_body_jb(&jb, m, body, ct, ctlen);
+	jb_flush(&jb);
+	return enc;
+}
+
+static void
+result_write_jb(struct jbuf *out, const struct ureq *r, const json_t *elem, uint64_t t_start)
 {
 	result_url(out, r, elem);
 	if (r->kind != KIND_NONE) {
-		evbuffer_add(out, ",\"error\":{\"kind\":", 17);
+		jb_add(out, ",\"error\":{\"kind\":", 17);
 		jout_cstr(out, kind_name(r->kind));
-		evbuffer_add(out, ",\"message\":", 11);
+		jb_add(out, ",\"message\":", 11);
 		jout_cstr(out, r->msg);
-		JOUT_LIT(out, "},\"attempts\":");
+		JB_LIT(out, "},\"attempts\":");
 		jout_uint(out, r->attempts);
 		result_timing(out, r, t_start);
 		return;
 	}
-	JOUT_LIT(out, ",\"status\":");
+	JB_LIT(out, ",\"status\":");
 	jout_uint(out, (uint64_t)r->head.status);
 	if (r->opts->include_headers) {
-		evbuffer_add(out, ",\"headers\":", 11);
+		jb_add(out, ",\"headers\":", 11);
 		result_headers(out, &r->head);
 	}
 	const struct h1_header *ct = h1_find(&r->head, "content-type");
 	struct evbuffer *body = r->resp;
 	if (r->opts->body != BODY_NONE)
-		evbuffer_add(out, ",\"body\":", 8);
-	const char *enc = result_body(out, r->opts->body, body, ct ? ct->value : NULL,
+		jb_add(out, ",\"body\":", 8);
+	const char *enc = result_body_jb(out, r->opts->body, body, ct ? ct->value : NULL,
 	    ct ? ct->valuelen : 0);
-	JOUT_LIT(out, ",\"body_encoding\":\"");
-	evbuffer_add(out, enc, strlen(enc));
-	JOUT_LIT(out, "\",\"bytes\":");
+	JB_LIT(out, ",\"body_encoding\":\"");
+	jb_add(out, enc, strlen(enc));
+	JB_LIT(out, "\",\"bytes\":");
 	jout_uint(out, r->resp_bytes);
-	JOUT_LIT(out, ",\"attempts\":");
+	JB_LIT(out, ",\"attempts\":");
 	jout_uint(out, r->attempts);
-	JOUT_LIT(out, ",\"remote\":");
+	JB_LIT(out, ",\"remote\":");
 	jout_cstr(out, r->remote);
 	if (r->reused)
-		JOUT_LIT(out, ",\"reused\":true");
+		JB_LIT(out, ",\"reused\":true");
 	else
-		JOUT_LIT(out, ",\"reused\":false");
+		JB_LIT(out, ",\"reused\":false");
 	result_timing(out, r, t_start);
+}
+
+void
+result_write(struct evbuffer *out, const struct ureq *r, const json_t *elem, uint64_t t_start)
+{
+	struct jbuf jb;
+
+	jb_init(&jb, out);
+	result_write_jb(&jb, r, elem, t_start);
+	jb_flush(&jb);
 }

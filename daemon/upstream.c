@@ -419,7 +419,7 @@ static const char *const upstream_credential_headers[] = {
 };
 
 static void
-upstream_write_headers(const struct ureq *r, struct evbuffer *out, const json_t *hdrs,
+upstream_write_headers(const struct ureq *r, struct jbuf *out, const json_t *hdrs,
     const json_t *unless)
 {
 	const char *k;
@@ -431,10 +431,10 @@ upstream_write_headers(const struct ureq *r, struct evbuffer *out, const json_t 
 		if (upstream_header_is(k, upstream_own_headers) || upstream_json_has(unless, k) ||
 		    (r->strip_credentials && upstream_header_is(k, upstream_credential_headers)))
 			continue;
-		evbuffer_add(out, k, strlen(k));
-		JOUT_LIT(out, ": ");
-		evbuffer_add(out, json_string_value(v), json_string_length(v));
-		JOUT_LIT(out, "\r\n");
+		jb_add(out, k, strlen(k));
+		JB_LIT(out, ": ");
+		jb_add(out, json_string_value(v), json_string_length(v));
+		JB_LIT(out, "\r\n");
 	}
 }
 
@@ -449,41 +449,43 @@ upstream_has_header(const struct ureq *r, const char *name)
 static void
 upstream_send(struct ureq *r)
 {
-	struct evbuffer *out = bufferevent_get_output(r->conn->bev);
+	struct jbuf jb, *out = &jb;
 	char *json = NULL;
 	const char *body = r->body;
 	size_t bodylen = r->bodylen;
 
 	r->conn->nreq++;
-	evbuffer_add(out, r->method, strlen(r->method));
-	JOUT_LIT(out, " ");
-	evbuffer_add(out, r->url.target, strlen(r->url.target));
-	JOUT_LIT(out, " HTTP/1.1\r\nHost: ");
-	evbuffer_add(out, r->url.authority, strlen(r->url.authority));
-	JOUT_LIT(out, "\r\n");
+	jb_init(out, bufferevent_get_output(r->conn->bev));
+	jb_add(out, r->method, strlen(r->method));
+	JB_LIT(out, " ");
+	jb_add(out, r->url.target, strlen(r->url.target));
+	JB_LIT(out, " HTTP/1.1\r\nHost: ");
+	jb_add(out, r->url.authority, strlen(r->url.authority));
+	JB_LIT(out, "\r\n");
 	upstream_write_headers(r, out, r->headers, NULL);
 	upstream_write_headers(r, out, r->opts->headers, r->headers);
 	r->decode = !upstream_has_header(r, "accept-encoding");
 	if (r->decode)
-		JOUT_LIT(out, "Accept-Encoding: gzip, deflate\r\n");
+		JB_LIT(out, "Accept-Encoding: gzip, deflate\r\n");
 	if (!upstream_has_header(r, "user-agent"))
-		JOUT_LIT(out, "User-Agent: fanoutd/" FANOUTD_VERSION "\r\n");
+		JB_LIT(out, "User-Agent: fanoutd/" FANOUTD_VERSION "\r\n");
 	if (r->json != NULL) {
 		json = json_dumps(r->json, JSON_COMPACT | JSON_ENCODE_ANY);
 		body = json;
 		bodylen = json != NULL ? strlen(json) : 0;
 		if (!upstream_has_header(r, "content-type"))
-			JOUT_LIT(out, "Content-Type: application/json\r\n");
+			JB_LIT(out, "Content-Type: application/json\r\n");
 	}
 	if (body != NULL || strcmp(r->method, "POST") == 0 || strcmp(r->method, "PUT") == 0 ||
 	    strcmp(r->method, "PATCH") == 0) {
-		JOUT_LIT(out, "Content-Length: ");
+		JB_LIT(out, "Content-Length: ");
 		jout_uint(out, bodylen);
-		JOUT_LIT(out, "\r\n");
+		JB_LIT(out, "\r\n");
 	}
-	evbuffer_add(out, "\r\n", 2);
+	jb_add(out, "\r\n", 2);
 	if (body != NULL)
-		evbuffer_add(out, body, bodylen);
+		jb_add(out, body, bodylen);
+	jb_flush(out);
 	free(json);
 	bufferevent_setcb(r->conn->bev, upstream_read, NULL, upstream_event, r);
 	bufferevent_enable(r->conn->bev, EV_READ | EV_WRITE);

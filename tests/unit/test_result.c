@@ -30,7 +30,11 @@ check_str(const char *in, size_t n, const char *want)
 	char *got;
 	json_t *v;
 
-	jout_str(b, in, n);
+	struct jbuf jb;
+
+	jb_init(&jb, b);
+	jout_str(&jb, in, n);
+	jb_flush(&jb);
 	got = text_of(b);
 	CHECK_STR(got, want);
 	v = json_loads(got, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
@@ -70,11 +74,15 @@ test_escaping_long(void)
 			char *got;
 			json_t *v;
 
+			struct jbuf jb;
+
 			memset(in, 'a', n);
 			in[pos] = specials[k];
 			if ((unsigned char)specials[k] == 0xc3 && pos + 1 < n)
 				in[pos + 1] = (char)0xa9;	/* a whole UTF-8 sequence */
-			jout_str(b, in, n);
+			jb_init(&jb, b);
+			jout_str(&jb, in, n);
+			jb_flush(&jb);
 			got = text_of(b);
 			v = json_loads(got, JSON_DECODE_ANY, NULL);
 			CHECK(v != NULL && json_string_length(v) >= n - 1);
