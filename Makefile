@@ -68,8 +68,9 @@ integration: build/asan/fanoutd
 test: test-deps
 	@$(MAKE) --no-print-directory fanoutd unit integration
 
-bench: fanoutd
-	sh scripts/deps.sh bench
+bench:
+	@sh scripts/deps.sh bench
+	@$(MAKE) --no-print-directory fanoutd
 	scripts/bench
 
 clean:

@@ -7,6 +7,7 @@
  * early waits, encoded, in its slot, and counts as unsent output. When the
  * unsent output passes output_buffer_bytes the batch stops dispatching new
  * requests until the caller has read it. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,8 +117,13 @@ batch_free(evutil_socket_t fd, short what, void *arg)
 	SSL_CTX_free(b->opts.tls);
 	conf_unref(b->conf);
 	free(b);
-	if (bs.count == 0 && bs.idle != NULL)
-		bs.idle();
+	if (bs.count == 0) {
+		/* glibc keeps freed heap for reuse; an idle daemon gives it back,
+		 * so RSS returns near its starting value after a big batch. */
+		malloc_trim(0);
+		if (bs.idle != NULL)
+			bs.idle();
+	}
 }
 
 /* Lets go of the caller's connection and schedules the free. Only called
