@@ -717,6 +717,15 @@ upstream_body_done(struct ureq *r)
 		upstream_finish(r, keep);
 }
 
+/* In body mode "none" the bytes are counted (decoded, for `bytes` and the
+ * size limit) and dropped as they come: nobody will read them. */
+static void
+upstream_keep_body(struct ureq *r)
+{
+	if (r->opts->body == BODY_NONE)
+		evbuffer_drain(r->resp, evbuffer_get_length(r->resp));
+}
+
 /* Moves what the transfer coding released into the response body. */
 static int
 upstream_take_body(struct ureq *r)
@@ -744,6 +753,7 @@ upstream_take_body(struct ureq *r)
 			    r->head.content_encoding);
 			return -1;
 		}
+		upstream_keep_body(r);
 		return 0;
 	}
 	if (r->resp_bytes + n > r->max_body) {
@@ -752,6 +762,7 @@ upstream_take_body(struct ureq *r)
 	}
 	r->resp_bytes += n;
 	evbuffer_add_buffer(r->resp, r->raw);
+	upstream_keep_body(r);
 	return 0;
 }
 
