@@ -6,6 +6,7 @@ request got exactly one result. Streaming readers hand results to the test as
 soon as their bytes arrive, so tests can act between two results.
 """
 
+from headers import HeaderLookup
 import codecs
 import json
 import re
@@ -80,7 +81,7 @@ class Wire:
         return out
 
 
-class Response:
+class Response(HeaderLookup):
     """A response head, with the body read either all at once (read_body) or chunk by chunk."""
 
     def __init__(self, sock, timeout):
@@ -115,15 +116,6 @@ class Response:
         self.body = None  # set by read_body
         self.chunk_sizes = []
         self._done = False
-
-    def header(self, name, default=None):
-        for n, v in self.headers:
-            if n.lower() == name.lower():
-                return v
-        return default
-
-    def header_all(self, name):
-        return [v for n, v in self.headers if n.lower() == name.lower()]
 
     @property
     def content_type(self):

@@ -46,6 +46,7 @@ closes its connections with close_notify. A plain server that receives a TLS Cli
 answers 400 and closes (as real HTTP servers do) and counts it in tls_on_plain.
 """
 
+from headers import HeaderLookup
 import gzip
 import json
 import os
@@ -98,7 +99,7 @@ class Stopping(Exception):
     """The server is closing: the handler ends without answering."""
 
 
-class Request:
+class Request(HeaderLookup):
     """One request as the upstream received it."""
 
     def __init__(self, conn_id, seq, raw_head, body):
@@ -125,15 +126,6 @@ class Request:
         # unless the peer went away ("peer_closed"); or "dropped", "aborted".
         self.outcome = None
         self.answered = False
-
-    def header(self, name, default=None):
-        for n, v in self.headers:
-            if n.lower() == name.lower():
-                return v
-        return default
-
-    def header_all(self, name):
-        return [v for n, v in self.headers if n.lower() == name.lower()]
 
     def __repr__(self):
         return "<Request c%d#%d %s %s>" % (self.conn_id, self.seq, self.method, self.target)
