@@ -89,26 +89,43 @@ h1_find_end(struct evbuffer *buf, size_t limit, size_t *end, const char **why)
 		int nv = evbuffer_peek(buf, (ev_ssize_t)(limit - off), &p, v, 16);
 		if (nv <= 0)
 			return 0;
-		for (int i = 0; i < nv && i < 16; i++) {
+		for (int i = 0; i < nv && i < 16 && off < limit; i++) {
 			const char *b = v[i].iov_base;
-			for (size_t j = 0; j < v[i].iov_len && off < limit; j++, off++) {
-				char c = b[j];
-				if (prev == '\r' && c != '\n') {
+			size_t len = v[i].iov_len < limit - off ? v[i].iov_len : limit - off;
+
+			/* Line by line with memchr rather than byte by byte: CR
+			 * may only stand right before LF, LF only right after CR. */
+			for (size_t j = 0; j < len;) {
+				const char *lf = memchr(b + j, '\n', len - j);
+				size_t seg = lf != NULL ? (size_t)(lf - (b + j)) : len - j;
+				const char *cr = memchr(b + j, '\r', seg);
+
+				/* A CR not last in the segment is followed by
+				 * something other than LF; so is one that ended the
+				 * previous chain if this one goes on with text. */
+				if ((prev == '\r' && seg > 0) || (cr != NULL && cr != b + j + seg - 1)) {
 					*why = "bare CR in response head";
 					return -1;
 				}
-				if (c == '\n' && prev != '\r') {
+				if (lf == NULL) {
+					if (seg > 0)
+						prev = b[j + seg - 1];
+					off += seg;
+					break;
+				}
+				if ((seg > 0 ? b[j + seg - 1] : prev) != '\r') {
 					*why = "bare LF in response head";
 					return -1;
 				}
-				prev = c;
-				if (c != '\n')
-					continue;
+				off += seg;	/* off: the LF */
 				if (off - line == 1) {
 					*end = off + 1;
 					return 1;
 				}
 				line = off + 1;
+				off++;
+				prev = '\n';
+				j += seg + 1;
 			}
 		}
 	}
