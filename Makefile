@@ -44,7 +44,7 @@ build/asan/fanoutd: $(ASAN_OBJS) build/asan/main.o
 
 # Each unit test links only the modules it tests, listed here.
 build/asan/test_%: tests/unit/test_%.c tests/unit/unit.h
-	$(CC) $(ALL_CFLAGS) $(SAN) -Idaemon -o $@ $< $(filter %.o,$^) $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(SAN) -iquote daemon -o $@ $< $(filter %.o,$^) $(LIBS)
 build/asan/test_conf: build/asan/conf.o build/asan/policy.o build/asan/log.o
 build/asan/test_policy: build/asan/policy.o build/asan/conf.o build/asan/log.o
 build/asan/test_url: build/asan/url.o build/asan/log.o

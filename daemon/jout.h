@@ -52,6 +52,10 @@ void jout_esc(struct jbuf *out, const char *s, size_t n);
 /* Appends the contents of src (left untouched) as a quoted JSON string. */
 void jout_str_buf(struct jbuf *out, struct evbuffer *src);
 
+/* Writes the base64 of src[0..n) (with padding, no newlines) to dst, which
+ * has room for (n + 2) / 3 * 4 bytes; returns the length written. */
+size_t jout_base64(char *dst, const unsigned char *src, size_t n);
+
 /* Appends the contents of src (left untouched) as a quoted base64 string. */
 void jout_base64_buf(struct jbuf *out, struct evbuffer *src);
 

@@ -6,6 +6,7 @@
 
 #include <event2/buffer.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "jout.h"
 #include "result.h"
@@ -179,6 +180,23 @@ test_base64_long(void)
 	free(body);
 }
 
+/* The hand-written encoder against OpenSSL's, every length up to a few
+ * hundred bytes and one long input. */
+static void
+test_base64_against_openssl(void)
+{
+	unsigned char src[3000];
+	char mine[4100], ref[4100];
+
+	for (size_t i = 0; i < sizeof(src); i++)
+		src[i] = (unsigned char)(i * 131 + (i >> 3));
+	for (size_t n = 0; n <= sizeof(src); n += n < 300 ? 1 : 677) {
+		size_t a = jout_base64(mine, src, n);
+		int b = EVP_EncodeBlock((unsigned char *)ref, src, (int)n);
+		CHECK(a == (size_t)b && memcmp(mine, ref, a) == 0);
+	}
+}
+
 static void
 test_result_object(void)
 {
@@ -242,6 +260,7 @@ main(void)
 	test_utf8();
 	test_body_modes();
 	test_base64_long();
+	test_base64_against_openssl();
 	test_result_object();
 	return UNIT_DONE();
 }
