@@ -31,7 +31,8 @@
 #include "sched.h"
 #include "upstream.h"
 
-#define BATCH_INTAKE_SLICE 512	/* elements checked per loop turn */
+#define BATCH_INTAKE_FIRST 64	/* elements checked before the first dispatch */
+#define BATCH_INTAKE_SLICE 512	/* elements checked per later loop turn */
 
 struct batch {
 	unsigned id;
@@ -196,7 +197,13 @@ batch_emit(struct batch *b, struct evbuffer *enc)
 	if (b->opts.ndjson)
 		evbuffer_add(b->out, "\n", 1);
 	b->wrote_first = 1;
-	event_active(b->flush, 0, 0);
+	/* The first result while the caller's connection has nothing queued
+	 * goes out at once; the rest of the turn's results follow in one chunk. */
+	if (b->evcon != NULL && evbuffer_get_length(bufferevent_get_output(
+	    evhttp_connection_get_bufferevent(b->evcon))) == 0)
+		batch_send(b, b->out);
+	else
+		event_active(b->flush, 0, 0);
 }
 
 static void
@@ -495,7 +502,8 @@ static void
 batch_intake_slice(struct batch *b)
 {
 	const json_t *reqs = json_object_get(b->doc, "requests");
-	size_t end = b->next_intake + BATCH_INTAKE_SLICE;
+	/* A short first slice: the first requests go out sooner. */
+	size_t end = b->next_intake + (b->next_intake == 0 ? BATCH_INTAKE_FIRST : BATCH_INTAKE_SLICE);
 	struct ureq tmp;
 	char why[sizeof(tmp.msg)];
 
