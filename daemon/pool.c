@@ -78,12 +78,6 @@ pool_shutdown(void)
 	event_free(pool.restore);
 }
 
-unsigned
-pool_budget(void)
-{
-	return pool.budget;
-}
-
 void
 pool_new_generation(void)
 {

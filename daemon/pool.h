@@ -35,8 +35,6 @@ void pool_close(struct conn *c);
 /* Descriptors ran out while opening: hold the budget at what is open now. */
 void pool_fd_pressure(void);
 
-unsigned pool_budget(void);
-
 /* A reload: connections opened before it (under the old address policy and
  * trust store) are closed when idle and never handed out again. */
 void pool_new_generation(void);

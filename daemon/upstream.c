@@ -65,7 +65,8 @@ upstream_new(struct batch *b, const struct bopts *opts, size_t index)
 	return r;
 }
 
-int
+/* True for the methods the contract retries: GET HEAD OPTIONS PUT DELETE. */
+static int
 upstream_idempotent(const char *method)
 {
 	static const char *const m[] = { "GET", "HEAD", "OPTIONS", "PUT", "DELETE" };
@@ -815,14 +816,10 @@ upstream_closed(struct ureq *r, int err)
 {
 	char msg[96];
 
-	switch (r->state) {
-	case UREQ_CONNECTING:
-	case UREQ_TLS:
+	if (r->state == UREQ_CONNECTING) {
 		upstream_fail(r, KIND_CONNECT, 1, err != 0 ? upstream_strerror(err, msg, sizeof(msg)) :
 		    "connection closed");
 		return;
-	default:
-		break;
 	}
 	if (!r->got_bytes && r->reused && !r->fresh_retry_done) {
 		/* The upstream closed a kept-alive connection as we reused it:

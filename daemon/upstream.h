@@ -23,7 +23,4 @@ void upstream_abort(struct ureq *r, enum kind kind, const char *msg);
 void upstream_free(struct ureq *r);
 
 
-/* True for the methods the contract retries: GET HEAD OPTIONS PUT DELETE. */
-int upstream_idempotent(const char *method);
-
 #endif
