@@ -147,7 +147,12 @@ url_check_authority(const char *auth, size_t n, char *why, size_t whylen)
 static int
 url_needs_encoding(unsigned char c)
 {
-	return c >= 0x80 || (c != '\0' && strchr("[]{}|^\\`<>\"", c) != NULL);
+	static const unsigned char encode[256] = {
+		['['] = 1, [']'] = 1, ['{'] = 1, ['}'] = 1, ['|'] = 1, ['^'] = 1, ['\\'] = 1,
+		['`'] = 1, ['<'] = 1, ['>'] = 1, ['"'] = 1, [0x80 ... 0xff] = 1,
+	};
+
+	return encode[c];
 }
 
 static char *
@@ -344,48 +349,55 @@ url_remove_dots(const char *path)
 	return out;
 }
 
-/* Concatenates the NULL-terminated list of strings into a new one. On the
- * per-request path: asprintf() cost a fifth of the daemon's instructions. */
+/* Appends the NULL-terminated list of strings at *o, then a NUL; returns
+ * where the result starts. */
 static char *
-url_join(const char *const *parts)
+url_put(char **o, const char *const *parts)
 {
-	size_t n = 0, o = 0;
-	char *r;
+	char *start = *o;
 
-	for (const char *const *p = parts; *p != NULL; p++)
-		n += strlen(*p);
-	if ((r = malloc(n + 1)) == NULL)
-		return NULL;
 	for (const char *const *p = parts; *p != NULL; p++) {
 		size_t l = strlen(*p);
-		memcpy(r + o, *p, l);
-		o += l;
+		memcpy(*o, *p, l);
+		*o += l;
 	}
-	r[o] = '\0';
-	return r;
+	*(*o)++ = '\0';
+	return start;
 }
 
-/* Fills u's serialised parts from checked pieces. */
+/* Fills u's serialised parts from checked pieces: href, target, authority
+ * and origin in one allocation (owned by href). This runs for every request,
+ * twice: one malloc and no printf keep it cheap. */
 static int
 url_fill(struct url *u, const char *path, const char *query)
 {
 	const char *scheme = u->https ? "https://" : "http://";
 	const char *lb = u->host_is_ip == 6 ? "[" : "", *rb = u->host_is_ip == 6 ? "]" : "";
 	int defport = u->port == (u->https ? 443 : 80);
-	char port[8], *clean;
+	char port[8], *clean, *o;
+	size_t i = sizeof(port), n;
 
-	snprintf(port, sizeof(port), ":%u", u->port);
+	port[--i] = '\0';
+	for (unsigned p = u->port; p > 0; p /= 10)
+		port[--i] = (char)('0' + p % 10);
+	port[--i] = ':';
 	if ((clean = url_remove_dots(*path != '\0' ? path : "/")) == NULL)
 		return -1;
-	u->target = url_join((const char *[]){ clean, query != NULL ? "?" : "",
-	    query != NULL ? query : "", NULL });
-	free(clean);
-	u->authority = url_join((const char *[]){ lb, u->host, rb, defport ? "" : port, NULL });
-	u->origin = url_join((const char *[]){ scheme, lb, u->host, rb, port, NULL });
-	if (u->target == NULL || u->authority == NULL || u->origin == NULL)
+	const char *q = query != NULL ? "?" : "", *qs = query != NULL ? query : "";
+	const char *pt = port + i, *ap = defport ? "" : pt;
+	n = 2 * (strlen(scheme) + strlen(lb) + strlen(u->host) + strlen(rb) + strlen(pt)) +
+	    2 * (strlen(clean) + strlen(q) + strlen(qs)) + strlen(lb) + strlen(u->host) +
+	    strlen(rb) + strlen(ap) + 4;
+	if ((o = malloc(n)) == NULL) {
+		free(clean);
 		return -1;
-	u->href = url_join((const char *[]){ scheme, u->authority, u->target, NULL });
-	return u->href == NULL ? -1 : 0;
+	}
+	u->href = url_put(&o, (const char *[]){ scheme, lb, u->host, rb, ap, clean, q, qs, NULL });
+	u->target = url_put(&o, (const char *[]){ clean, q, qs, NULL });
+	u->authority = url_put(&o, (const char *[]){ lb, u->host, rb, ap, NULL });
+	u->origin = url_put(&o, (const char *[]){ scheme, lb, u->host, rb, pt, NULL });
+	free(clean);
+	return 0;
 }
 
 /* The part of url_parse after the checks on the raw text: structure from
@@ -542,9 +554,6 @@ void
 url_free(struct url *u)
 {
 	free(u->host);
-	free(u->target);
-	free(u->authority);
-	free(u->origin);
-	free(u->href);
+	free(u->href);	/* target, authority and origin live in the same block */
 	memset(u, 0, sizeof(*u));
 }
