@@ -33,6 +33,7 @@
 
 #define BATCH_INTAKE_FIRST 64	/* elements checked before the first dispatch */
 #define BATCH_INTAKE_SLICE 512	/* elements checked per later loop turn */
+#define BATCH_WRITE_MAX (256 * 1024)	/* bytes written to a caller per write call */
 
 struct batch {
 	unsigned id;
@@ -454,6 +455,8 @@ batch_start_stream(struct batch *b)
 	snprintf(id, sizeof(id), "%u", b->id);
 	evhttp_add_header(h, "X-Fanoutd-Batch", id);	/* the id in the daemon's log */
 	evhttp_send_reply_start(b->req, 200, "OK");
+	/* Results can be megabytes; libevent 2.1 writes 16 KiB a call by default. */
+	bufferevent_set_max_single_write(bev, BATCH_WRITE_MAX);
 	evhttp_connection_set_closecb(b->evcon, batch_caller_gone, b);
 	evhttp_request_set_on_complete_cb(b->req, batch_sent, b);
 	if (event_base_get_features(bs.base) & EV_FEATURE_EARLY_CLOSE) {

@@ -35,6 +35,7 @@
 #include "upstream.h"
 
 #define UPSTREAM_DISCARD_MAX (64 * 1024)	/* body read only to keep a connection */
+#define UPSTREAM_READ_MAX (128 * 1024)		/* bytes taken from a socket per read */
 #define UPSTREAM_BACKOFF_BASE_US 100000u
 #define UPSTREAM_BACKOFF_CAP_US 10000000u
 
@@ -364,6 +365,9 @@ upstream_connect(struct ureq *r, const struct dns_answer *a)
 		return;
 	}
 	bufferevent_setcb(c->bev, upstream_read, NULL, upstream_event, r);
+	/* libevent 2.1 reads 4 KiB a call by default: sixteen recv() and
+	 * callbacks for a 64 KiB body. */
+	bufferevent_set_max_single_read(c->bev, UPSTREAM_READ_MAX);
 	r->t_connect = now_us();
 	upstream_set_state(r, UREQ_CONNECTING);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&c->remote, (int)c->remotelen) < 0) {
