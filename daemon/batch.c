@@ -42,6 +42,7 @@ struct batch {
 	struct event *closewatch;	/* sees the caller hang up while we wait */
 	struct conf *conf;
 	json_t *doc;
+	const json_t *reqs;		/* doc's "requests" */
 	struct bopts opts;
 	struct sched_batch sb;
 	TAILQ_HEAD(, ureq) live;	/* requests without a result yet */
@@ -238,7 +239,7 @@ static void batch_result_error(struct batch *b, size_t index, enum kind kind, co
 void
 batch_result(struct batch *b, struct ureq *r)
 {
-	if (r->t_queued != 0)
+	if (r->t_dispatch != 0)	/* materialised, and so on the live list */
 		TAILQ_REMOVE(&b->live, r, blink);
 	b->done++;
 	if (r->kind == KIND_NONE)
@@ -246,7 +247,7 @@ batch_result(struct batch *b, struct ureq *r)
 	else
 		b->errors++;
 	if (b->req != NULL) {
-		const json_t *elem = json_array_get(json_object_get(b->doc, "requests"), r->index);
+		const json_t *elem = json_array_get(b->reqs, r->index);
 		if (b->opts.order_input && r->index != b->next_out) {
 			b->slots[r->index] = evbuffer_new();
 			result_write(b->slots[r->index], r, elem, b->t_start);
@@ -486,13 +487,12 @@ batch_result_error(struct batch *b, size_t index, enum kind kind, const char *ms
 struct ureq *
 batch_materialize(struct batch *b, size_t index)
 {
-	const json_t *elem = json_array_get(json_object_get(b->doc, "requests"), index);
+	const json_t *elem = json_array_get(b->reqs, index);
 	struct ureq *r = upstream_new(b, &b->opts, index);
 	char why[sizeof(r->msg)];
 
 	if (intake_request(elem, &b->opts, r, why, sizeof(why)) < 0)
 		fatal("batch %u: request %zu passed intake, then failed it: %s", b->id, index, why);
-	r->t_queued = b->t_start;
 	TAILQ_INSERT_TAIL(&b->live, r, blink);
 	return r;
 }
@@ -504,7 +504,7 @@ batch_materialize(struct batch *b, size_t index)
 static void
 batch_intake_slice(struct batch *b)
 {
-	const json_t *reqs = json_object_get(b->doc, "requests");
+	const json_t *reqs = b->reqs;
 	/* A short first slice: the first requests go out sooner. */
 	size_t end = b->next_intake + (b->next_intake == 0 ? BATCH_INTAKE_FIRST : BATCH_INTAKE_SLICE);
 	struct ureq tmp;
@@ -564,7 +564,8 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls)
 	b->opts.ndjson = batch_wants_ndjson(req);
 	SSL_CTX_up_ref(tls);
 	b->opts.tls = tls;
-	b->n = json_array_size(json_object_get(doc, "requests"));
+	b->reqs = json_object_get(doc, "requests");
+	b->n = json_array_size(b->reqs);
 	b->t_start = now_us();
 	b->complete = 1;
 	b->scratch = evbuffer_new();

@@ -122,7 +122,6 @@ enum ureq_state {
 	UREQ_RESOLVING,
 	UREQ_CONNECTING,
 	UREQ_TLS,
-	UREQ_SENDING,
 	UREQ_HEAD,
 	UREQ_BODY,
 	UREQ_BACKOFF,	/* waiting to retry */
@@ -180,7 +179,7 @@ struct ureq {
 	char *final_url;		/* set when a redirect was followed */
 
 	/* Timings, microseconds since the epoch of now_us(). */
-	uint64_t t_queued, t_dispatch, t_phase;
+	uint64_t t_dispatch, t_phase;
 	uint64_t t_connect;		/* connect began: TLS counts against connect_timeout_ms */
 	double dns_ms, connect_ms, tls_ms, ttfb_ms;
 
