@@ -80,6 +80,13 @@ batch_init(struct event_base *base, void (*idle)(void))
 	bs.base = base;
 	bs.idle = idle;
 	TAILQ_INIT(&bs.all);
+	/* Bodies pass through evbuffer chunks of up to 128 KiB. By default glibc
+	 * serves those with mmap, or gives the heap top back on free, so every
+	 * body faulted its pages in afresh: a quarter of the daemon's CPU on a
+	 * batch of 64 KiB bodies. Freed memory is kept while batches run and
+	 * given back all at once when the daemon goes idle (batch_free). */
+	mallopt(M_MMAP_THRESHOLD, 4 << 20);
+	mallopt(M_TRIM_THRESHOLD, 32 << 20);
 }
 
 unsigned
