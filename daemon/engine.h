@@ -172,6 +172,7 @@ struct ureq {
 	int want_fresh;			/* the next connection must not be a kept-alive one */
 	int decode;			/* we asked for gzip/deflate: decode the body */
 	int discard;			/* reading a body only to reuse the connection */
+	struct event *skim;		/* body "none": discarding in the kernel */
 	struct url next_url;		/* a redirect to follow once the body is read */
 	int64_t retry_in_us;		/* >= 0: retry after this delay once the body is read */
 	char **visited;			/* hrefs of earlier hops, to tell a loop */

@@ -606,3 +606,18 @@ h1_body_read(struct h1_body *b, struct evbuffer *in, struct evbuffer *out, int e
 		b->state = H1_BS_FAILED;
 	return rc;
 }
+
+uint64_t
+h1_body_skippable(const struct h1_body *b)
+{
+	return b->framing == H1_LENGTH && b->state != H1_BS_FAILED ? b->remaining : 0;
+}
+
+int
+h1_body_skipped(struct h1_body *b, uint64_t n)
+{
+	b->remaining -= n;
+	if (b->remaining == 0)
+		b->state = H1_BS_DONE;
+	return b->remaining == 0 ? H1_DONE : H1_AGAIN;
+}

@@ -84,4 +84,12 @@ void h1_body_init(struct h1_body *b, const struct h1_head *h);
 int h1_body_read(struct h1_body *b, struct evbuffer *in, struct evbuffer *out, int eof,
     const char **why);
 
+/* How many payload bytes may be taken past the reader (recv with MSG_TRUNC)
+ * without losing the framing: what is left of a Content-Length body, else 0. */
+uint64_t h1_body_skippable(const struct h1_body *b);
+
+/* Accounts n <= h1_body_skippable() bytes taken past the reader; H1_DONE when
+ * that was the end of the body, else H1_AGAIN. */
+int h1_body_skipped(struct h1_body *b, uint64_t n);
+
 #endif

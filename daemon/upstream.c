@@ -47,6 +47,8 @@ static void upstream_event(struct bufferevent *bev, short what, void *arg);
 static void upstream_connect(struct ureq *r, const struct dns_answer *a);
 static void upstream_resolved(const struct dns_answer *a, void *arg);
 static void upstream_send(struct ureq *r);
+static void upstream_skim_stop(struct ureq *r);
+static int upstream_consume(struct ureq *r, struct evbuffer *in, int eof);
 
 void
 upstream_init(struct event_base *base)
@@ -128,6 +130,7 @@ upstream_drop_conn(struct ureq *r, int keep)
 
 	if (c == NULL)
 		return;
+	upstream_skim_stop(r);
 	r->conn = NULL;
 	if (keep && c->bev != NULL && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
 		pool_release(c);
@@ -771,6 +774,69 @@ upstream_take_body(struct ureq *r)
 	return 0;
 }
 
+static void
+upstream_skim_stop(struct ureq *r)
+{
+	if (r->skim == NULL)
+		return;
+	event_free(r->skim);
+	r->skim = NULL;
+}
+
+/* Body mode "none" over plain TCP with a Content-Length: the rest of the body
+ * is taken with recv(MSG_TRUNC), which on TCP drops the bytes in the kernel
+ * (tcp(7)) instead of copying them out for us to throw away. That copy, and
+ * the fresh buffer pages it fills, were most of what such a body cost. The
+ * bufferevent does not read meanwhile; whoever uses the connection next
+ * enables it again. */
+static void
+upstream_skim(evutil_socket_t fd, short what, void *arg)
+{
+	struct ureq *r = arg;
+	uint64_t want = h1_body_skippable(&r->hbody);
+	ssize_t n = recv(fd, NULL, want < (1u << 30) ? (size_t)want : (1u << 30),
+	    MSG_TRUNC | MSG_DONTWAIT);
+
+	(void)what;
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n <= 0) {	/* closed or failed mid-body: the reader says so */
+		upstream_skim_stop(r);
+		upstream_consume(r, bufferevent_get_input(r->conn->bev), 1);
+		return;
+	}
+	metrics.bytes_in += (uint64_t)n;
+	if (r->resp_bytes + (size_t)n > r->max_body) {
+		upstream_error(r, KIND_TOO_LARGE, "body over %zu bytes", r->max_body);
+		return;
+	}
+	r->resp_bytes += (size_t)n;
+	if (h1_body_skipped(&r->hbody, (uint64_t)n) == H1_DONE) {
+		upstream_skim_stop(r);
+		upstream_body_done(r);
+	}
+}
+
+/* Whether the rest of r's body can go by upstream_skim, and if so starts it. */
+static int
+upstream_skim_start(struct ureq *r)
+{
+	struct bufferevent *bev = r->conn->bev;
+
+	if (r->opts->body != BODY_NONE || r->discard || r->dec != NULL ||
+	    h1_body_skippable(&r->hbody) == 0 || bufferevent_get_underlying(bev) != NULL ||
+	    evbuffer_get_length(bufferevent_get_input(bev)) != 0)
+		return 0;
+	r->skim = event_new(ev_base, bufferevent_getfd(bev), EV_READ | EV_PERSIST,
+	    upstream_skim, r);
+	if (r->skim == NULL || event_add(r->skim, NULL) != 0) {
+		upstream_skim_stop(r);
+		return 0;
+	}
+	bufferevent_disable(bev, EV_READ);
+	return 1;
+}
+
 /* Returns 1 while r goes on reading this connection, 0 once it has left it
  * (finished and freed, or gone back to the queue or to a backoff). */
 static int
@@ -791,6 +857,7 @@ upstream_read_body(struct ureq *r, struct evbuffer *in, int eof)
 		upstream_body_done(r);
 		return 0;
 	}
+	upstream_skim_start(r);
 	return 1;
 }
 
@@ -931,6 +998,7 @@ upstream_free(struct ureq *r)
 		evbuffer_free(r->resp);
 	if (r->timer != NULL)
 		event_free(r->timer);
+	upstream_skim_stop(r);
 	free(r->final_url);
 	free(r);
 }

@@ -172,3 +172,31 @@ def test_body_none(daemon, upstream):
     for r in bs.arrival:
         assert r["body_encoding"] == "none" and "body" not in r
     assert bs[0]["bytes"] == 3
+
+
+# In body mode "none" the rest of a plain-HTTP Content-Length body is dropped
+# in the kernel (recv with MSG_TRUNC); the bytes still count, the framing still
+# holds and the connection is still reused.
+def test_body_none_counts_a_body_that_comes_after_its_head(daemon, upstream):
+    d = daemon()
+    bs = d.batch([upstream.url("/trickle/20?interval=5"), upstream.url("/bytes/300000"), upstream.url("/ok")],
+                 {"body": "none", "concurrency": 1, "per_host": 1})
+    got = [bs[i] for i in range(3)]
+    assert [(r["status"], r["bytes"]) for r in got] == [(200, 20), (200, 300000), (200, 3)]
+    assert [r["reused"] for r in got] == [False, True, True]
+    assert upstream.connections == 1
+
+
+def test_body_none_still_enforces_max_body_bytes(daemon, upstream):
+    d = daemon()
+    bs = d.batch([upstream.url("/trickle/50?interval=2"), upstream.url("/ok")],
+                 {"body": "none", "max_body_bytes": 10})
+    assert bs.kinds() == ["too_large", None]
+
+
+@pytest.mark.parametrize("kind", ["truncated", "truncated_chunked"])
+def test_body_none_body_cut_short_is_protocol(daemon, upstream, kind):
+    d = daemon()
+    bs = d.batch([upstream.url("/malformed/" + kind), upstream.url("/ok")], {"body": "none"})
+    assert bs.kinds() == ["protocol", None], bs.arrival
+    assert "before end of body" in bs[0]["error"]["message"]

@@ -2,6 +2,8 @@
 and the batch's deadline_ms. Every limit that ends a request is `timeout` naming the
 phase, except the batch deadline, which is `deadline`."""
 
+import pytest
+
 
 def peer_closed_within(upstream, n, timeout=3):
     return upstream.wait_for(lambda u: len(u.peer_closes) >= n, timeout)
@@ -33,10 +35,11 @@ def test_slow_response_headers_time_out(daemon, upstream):
     assert peer_closed_within(upstream, 1)  # the daemon hung up on the slow upstream
 
 
-def test_trickling_body_is_cut_at_timeout(daemon, upstream):
+@pytest.mark.parametrize("body", ["auto", "none"])  # "none" drops the body in the kernel
+def test_trickling_body_is_cut_at_timeout(daemon, upstream, body):
     # One byte every 100 ms: every read makes progress, but the total is what counts.
     d = daemon()
-    bs = d.batch([upstream.url("/trickle/100?interval=100")], {"timeout_ms": 500})
+    bs = d.batch([upstream.url("/trickle/100?interval=100")], {"timeout_ms": 500, "body": body})
     err = bs[0]["error"]
     assert err["kind"] == "timeout" and "body" in err["message"], err
     assert 450 <= bs[0]["timing"]["total_ms"] < 1500, bs[0]["timing"]
