@@ -207,7 +207,8 @@ jout_str_buf(struct jbuf *out, struct evbuffer *src)
 
 /* Base64 by hand: OpenSSL's EVP_EncodeBlock spends about ten instructions a
  * byte, which made it 84% of the daemon's work in mode base64. Twelve bits
- * at a time through a table of character pairs is about three. */
+ * at a time through a table of character pairs is about four; SSSE3, where
+ * the CPU has it, under one. */
 static char jout_b64_pairs[4096][2];
 
 static void
@@ -222,21 +223,16 @@ jout_b64_init(void)
 	}
 }
 
-size_t
-jout_base64(char *dst, const unsigned char *src, size_t n)
+/* The portable encoder: six bytes a step through one 64-bit big-endian load
+ * while eight are readable, then three at a time, then the padded end. */
+static size_t
+jout_base64_scalar(char *dst, const unsigned char *src, size_t n)
 {
 	static const char abc[] =
 	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	static int ready;
 	char *o = dst;
 	size_t i = 0;
 
-	if (!ready) {
-		jout_b64_init();
-		ready = 1;
-	}
-	/* Six bytes a step through one 64-bit big-endian load, while eight
-	 * are readable; then three at a time. */
 	for (; n - i >= 8; i += 6, o += 8) {
 		uint64_t v;
 
@@ -264,6 +260,60 @@ jout_base64(char *dst, const unsigned char *src, size_t n)
 		o += 4;
 	}
 	return (size_t)(o - dst);
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* Twelve bytes to sixteen characters per step with SSSE3, the method
+ * published by Wojciech Muła and Daniel Lemire ("Faster Base64 Encoding and
+ * Decoding Using AVX2 Instructions", 2018): a byte shuffle puts each 3-byte
+ * group in a 32-bit lane as [b1 b0 b2 b1]; two multiplies move the four
+ * 6-bit fields into the lane's four bytes; a 16-entry shuffle table gives
+ * the offset from each field's value to its character. The scalar encoder
+ * still did 4.3 instructions a byte, a quarter of the daemon's CPU in mode
+ * base64; this does under one. */
+__attribute__((target("ssse3"))) static size_t
+jout_base64_ssse3(char *dst, const unsigned char *src, size_t n)
+{
+	const __m128i spread = _mm_set_epi8(10, 11, 9, 10, 7, 8, 6, 7, 4, 5, 3, 4, 1, 2, 0, 1);
+	const __m128i offsets = _mm_setr_epi8('a' - 26, '0' - 52, '0' - 52, '0' - 52, '0' - 52,
+	    '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '+' - 62, '/' - 63, 'A', 0, 0);
+	char *o = dst;
+	size_t i = 0;
+
+	for (; n - i >= 16; i += 12, o += 16) {	/* loads 16, uses 12 */
+		__m128i in = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(src + i)), spread);
+		__m128i ac = _mm_mulhi_epu16(_mm_and_si128(in, _mm_set1_epi32(0x0fc0fc00)),
+		    _mm_set1_epi32(0x04000040));
+		__m128i bd = _mm_mullo_epi16(_mm_and_si128(in, _mm_set1_epi32(0x003f03f0)),
+		    _mm_set1_epi32(0x01000010));
+		__m128i idx = _mm_or_si128(ac, bd);	/* one 6-bit value a byte */
+		/* 0..25 -> 13, 26..51 -> 0, 52..63 -> 1..12: the offsets entry */
+		__m128i sel = _mm_or_si128(_mm_subs_epu8(idx, _mm_set1_epi8(51)),
+		    _mm_and_si128(_mm_cmpgt_epi8(_mm_set1_epi8(26), idx), _mm_set1_epi8(13)));
+		__m128i chars = _mm_add_epi8(_mm_shuffle_epi8(offsets, sel), idx);
+
+		_mm_storeu_si128((__m128i *)o, chars);
+	}
+	return (size_t)(o - dst) + jout_base64_scalar(o, src + i, n - i);
+}
+#endif
+
+size_t
+jout_base64(char *dst, const unsigned char *src, size_t n)
+{
+	static size_t (*encode)(char *, const unsigned char *, size_t);
+
+	if (encode == NULL) {
+		jout_b64_init();
+		encode = jout_base64_scalar;
+#if defined(__x86_64__)
+		if (__builtin_cpu_supports("ssse3"))
+			encode = jout_base64_ssse3;
+#endif
+	}
+	return encode(dst, src, n);
 }
 
 void
