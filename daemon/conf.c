@@ -925,3 +925,14 @@ conf_load(const char *path, FILE *errs)
 	}
 	return p.c;
 }
+
+int
+conf_same_listen(const struct conf *a, const struct conf *b)
+{
+	if (a->nlisten != b->nlisten)
+		return 0;
+	for (size_t i = 0; i < a->nlisten; i++)
+		if (strcmp(a->listen[i], b->listen[i]) != 0)
+			return 0;
+	return 1;
+}

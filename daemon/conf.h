@@ -69,6 +69,9 @@ int conf_listen_valid(const char *s, const char **why);
 /* Replaces the snapshot's listeners with the given ones (from -l). */
 int conf_set_listen(struct conf *c, char *const *listen, size_t n, const char **why);
 
+/* Whether a and b list the same listeners in the same order. */
+int conf_same_listen(const struct conf *a, const struct conf *b);
+
 int conf_cidr_parse(const char *s, struct conf_cidr *out, const char **why);
 
 struct conf *conf_ref(struct conf *c);

@@ -44,6 +44,7 @@ struct dns_entry {
 };
 
 static struct {
+	struct event_base *base;
 	struct evdns_base *dns;
 	struct evdns_base *hosts;	/* NULL when dns_server is set */
 	struct map *names;
@@ -61,33 +62,53 @@ dnscache_ttl(unsigned ttl, unsigned min_ttl, unsigned max_ttl)
 	return ttl;
 }
 
-int
-dnscache_init(struct event_base *base, const struct conf *c, const char **why)
+/* The resolver c asks for: its dns_server, or resolv.conf plus a second,
+ * nameserver-less base for /etc/hosts. */
+static int
+dns_bases_new(const struct conf *c, struct evdns_base **dns, struct evdns_base **hosts,
+    const char **why)
 {
-	dc.dns = evdns_base_new(base, 0);
-	if (dc.dns == NULL) {
+	*hosts = NULL;
+	*dns = evdns_base_new(dc.base, 0);
+	if (*dns == NULL) {
 		*why = "cannot create the DNS resolver";
 		return -1;
 	}
 	if (c->dns_server != NULL) {
-		if (evdns_base_nameserver_ip_add(dc.dns, c->dns_server) != 0) {
+		if (evdns_base_nameserver_ip_add(*dns, c->dns_server) != 0) {
+			evdns_base_free(*dns, 0);
 			*why = "dns_server: cannot use this address";
 			return -1;
 		}
-	} else {
-		/* Without resolv.conf evdns falls back to 127.0.0.1, as libc does. */
-		evdns_base_resolv_conf_parse(dc.dns, DNS_OPTIONS_ALL & ~DNS_OPTION_HOSTSFILE,
-		    "/etc/resolv.conf");
-		dc.hosts = evdns_base_new(base, 0);
-		if (dc.hosts == NULL || evdns_base_load_hosts(dc.hosts, NULL) != 0)
-			log_warn("cannot read /etc/hosts; names go to DNS only");
+		return 0;
 	}
-	dc.names = map_new();
-	TAILQ_INIT(&dc.entries);
+	/* Without resolv.conf evdns falls back to 127.0.0.1, as libc does. */
+	evdns_base_resolv_conf_parse(*dns, DNS_OPTIONS_ALL & ~DNS_OPTION_HOSTSFILE,
+	    "/etc/resolv.conf");
+	*hosts = evdns_base_new(dc.base, 0);
+	if (*hosts == NULL || evdns_base_load_hosts(*hosts, NULL) != 0)
+		log_warn("cannot read /etc/hosts; names go to DNS only");
+	return 0;
+}
+
+static void
+dns_limits(const struct conf *c)
+{
 	dc.min_ttl = c->dns_min_ttl_s;
 	dc.max_ttl = c->dns_max_ttl_s;
 	dc.neg_ttl = c->dns_negative_ttl_s;
 	dc.max_entries = c->dns_cache_size;
+}
+
+int
+dnscache_init(struct event_base *base, const struct conf *c, const char **why)
+{
+	dc.base = base;
+	if (dns_bases_new(c, &dc.dns, &dc.hosts, why) < 0)
+		return -1;
+	dc.names = map_new();
+	TAILQ_INIT(&dc.entries);
+	dns_limits(c);
 	return 0;
 }
 
@@ -323,4 +344,31 @@ dnscache_cancel(struct dnscache_wait *w)
 		return;
 	TAILQ_REMOVE(&w->entry->waiters, w, link);
 	free(w);
+}
+
+/* A reload. The resolver is always rebuilt, so that resolv.conf and
+ * /etc/hosts are read again; answers it gave are forgotten, and lookups in
+ * flight on the old one are asked again of the new one, their waiters kept. */
+int
+dnscache_reload(const struct conf *c, const char **why)
+{
+	struct evdns_base *dns, *hosts;
+	struct dns_entry *e, *next;
+
+	if (dns_bases_new(c, &dns, &hosts, why) < 0)
+		return -1;
+	evdns_base_free(dc.dns, 0);	/* drops its queries without callbacks */
+	if (dc.hosts != NULL)
+		evdns_base_free(dc.hosts, 0);
+	dc.dns = dns;
+	dc.hosts = hosts;
+	dns_limits(c);
+	for (e = TAILQ_FIRST(&dc.entries); e != NULL; e = next) {
+		next = TAILQ_NEXT(e, link);
+		if (e->state == DNS_PENDING)
+			dns_query(e, AF_INET);
+		else if (!e->settling)
+			dns_entry_free(e);
+	}
+	return 0;
 }

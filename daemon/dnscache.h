@@ -33,6 +33,10 @@ typedef void (*dnscache_cb)(const struct dns_answer *a, void *arg);
 int dnscache_init(struct event_base *base, const struct conf *c, const char **why);
 void dnscache_shutdown(void);
 
+/* Takes c's resolver and limits (see dnscache.c); -1 with why, and nothing
+ * changed, when the resolver cannot be set up. */
+int dnscache_reload(const struct conf *c, const char **why);
+
 /* Resolves name. When the answer is at hand (a cached entry, positive or
  * negative), fills *a and returns NULL without calling cb. Otherwise returns a
  * handle and calls cb(a, arg) once, later, from the event loop, unless the

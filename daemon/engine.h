@@ -79,7 +79,7 @@ struct conn {
 	socklen_t remotelen;
 	char remote_str[INET6_ADDRSTRLEN + 8];	/* formatted once, for every result it serves */
 	unsigned nreq;			/* requests it has carried */
-	unsigned gen;			/* the pool generation it was opened in */
+	unsigned gen;			/* the pool generation of the batch that opened it */
 	int idle;
 	TAILQ_ENTRY(conn) link;		/* origin->idle */
 	TAILQ_ENTRY(conn) lru;		/* the pool's global idle list */
@@ -109,6 +109,7 @@ struct sched_batch {
 	unsigned inflight;		/* dispatched requests, backoffs included */
 	unsigned concurrency;
 	unsigned per_host;
+	unsigned gen;			/* pool generation (configuration) it started in */
 	unsigned ncontinuing;		/* queued redirects and retries */
 	int paused;			/* output backpressure: only continuing may go */
 	size_t need_index;		/* order "input": the index output waits for */

@@ -14,6 +14,7 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 #include <event2/util.h>
+#include <systemd/sd-daemon.h>
 
 #include "listen.h"
 #include "log.h"
@@ -34,6 +35,7 @@ static struct {
 	struct listener l[LISTEN_MAX];
 	size_t n;
 	struct evhttp *http;
+	int activated;		/* serving sockets passed by the service manager */
 } ls;
 
 static void
@@ -143,27 +145,19 @@ listen_socket(const char *name, const struct sockaddr_storage *ss, socklen_t len
 	return fd;
 }
 
+/* Hands the listening socket fd to evhttp; on failure closes it. unix_path:
+ * a socket file of ours, removed on close. */
 static int
-listen_one(struct event_base *base, struct evhttp *http, const char *name, char *err,
-    size_t errlen)
+listen_serve(struct event_base *base, struct evhttp *http, int fd, const char *name,
+    const char *unix_path, char *err, size_t errlen)
 {
-	struct sockaddr_storage ss;
 	struct listener *l;
-	socklen_t len;
-	int fd, is_unix;
 
 	if (ls.n >= LISTEN_MAX) {
 		snprintf(err, errlen, "listen %s: more than %d listeners", name, LISTEN_MAX);
+		close(fd);
 		return -1;
 	}
-	if (listen_addr(name, &ss, &len, &is_unix) < 0) {
-		snprintf(err, errlen, "listen %s: not HOST:PORT, [V6]:PORT or unix:/path", name);
-		return -1;
-	}
-	if (is_unix && listen_unix_stale(name + 5, err, errlen, name) < 0)
-		return -1;
-	if ((fd = listen_socket(name, &ss, len, err, errlen)) < 0)
-		return -1;
 	l = &ls.l[ls.n];
 	l->lev = evconnlistener_new(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE, 0, fd);
 	if (l->lev == NULL || (l->bound = evhttp_bind_listener(http, l->lev)) == NULL) {
@@ -175,12 +169,98 @@ listen_one(struct event_base *base, struct evhttp *http, const char *name, char 
 		l->lev = NULL;
 		return -1;
 	}
-	l->unix_path = is_unix ? xstrdup(name + 5) : NULL;
+	l->unix_path = unix_path != NULL ? xstrdup(unix_path) : NULL;
 	l->resume = evtimer_new(base, listen_resume, l);
 	evconnlistener_set_error_cb(l->lev, listen_error);
 	ls.n++;
 	log_info("listening on %s", name);
 	return 0;
+}
+
+static int
+listen_one(struct event_base *base, struct evhttp *http, const char *name, char *err,
+    size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, is_unix;
+
+	if (listen_addr(name, &ss, &len, &is_unix) < 0) {
+		snprintf(err, errlen, "listen %s: not HOST:PORT, [V6]:PORT or unix:/path", name);
+		return -1;
+	}
+	if (is_unix && listen_unix_stale(name + 5, err, errlen, name) < 0)
+		return -1;
+	if ((fd = listen_socket(name, &ss, len, err, errlen)) < 0)
+		return -1;
+	return listen_serve(base, http, fd, name, is_unix ? name + 5 : NULL, err, errlen);
+}
+
+/* What is wrong with a passed descriptor for serving HTTP, or NULL. */
+static const char *
+listen_unfit(int fd, struct sockaddr_storage *ss)
+{
+	socklen_t len = sizeof(*ss);
+
+	if (sd_is_socket(fd, AF_UNSPEC, 0, -1) <= 0)
+		return "not a socket";
+	if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, -1) <= 0)
+		return "not a stream socket (ListenStream= is needed, not ListenDatagram=)";
+	if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0)
+		return "not listening (Accept=yes is not supported)";
+	if (getsockname(fd, (struct sockaddr *)ss, &len) < 0 ||
+	    (ss->ss_family != AF_INET && ss->ss_family != AF_INET6 && ss->ss_family != AF_UNIX))
+		return "not a TCP or Unix socket";
+	return NULL;
+}
+
+int
+listen_adopt(struct event_base *base, struct evhttp *http, char *err, size_t errlen)
+{
+	char **names = NULL, addr[INET6_ADDRSTRLEN + 8 + sizeof(((struct sockaddr_un *)0)->sun_path)];
+	int n = sd_listen_fds_with_names(1, &names), rc = 0;
+
+	ls.http = http;
+	if (n < 0)
+		snprintf(err, errlen, "socket activation: %s", strerror(-n));
+	for (int i = 0; i < n; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		const char *fdname = names != NULL ? names[i] : "unknown";
+		struct sockaddr_storage ss;
+		const char *why = rc < 0 ? NULL : listen_unfit(fd, &ss);
+		char name[sizeof(addr) + 64];
+
+		if (rc < 0 || why != NULL) {
+			if (rc == 0)
+				snprintf(err, errlen, "socket activation: fd %d (%s): %s", fd, fdname, why);
+			close(fd);
+			rc = -1;
+			continue;
+		}
+		if (ss.ss_family == AF_UNIX)
+			snprintf(addr, sizeof(addr), "unix:%s", ((struct sockaddr_un *)&ss)->sun_path);
+		else
+			addr_format(&ss, addr, sizeof(addr));
+		snprintf(name, sizeof(name), "%s (fd %d, %s, from the service manager)", addr, fd,
+		    fdname);
+		evutil_make_socket_nonblocking(fd);
+		evutil_make_socket_closeonexec(fd);
+		/* The socket file is the manager's: not ours to remove. */
+		if (listen_serve(base, http, fd, name, NULL, err, errlen) < 0)
+			rc = -1;
+		else
+			ls.activated = 1;
+	}
+	for (int i = 0; names != NULL && i < n; i++)
+		free(names[i]);
+	free(names);
+	return n < 0 ? -1 : rc < 0 ? -1 : n;
+}
+
+int
+listen_activated(void)
+{
+	return ls.activated;
 }
 
 int

@@ -14,6 +14,15 @@ struct evhttp;
 int listen_open(struct event_base *base, struct evhttp *http, char *const *addrs, size_t n,
     char *err, size_t errlen);
 
+/* Socket activation: serves the listening sockets the service manager passed
+ * (LISTEN_FDS, sd_listen_fds_with_names) and returns how many; 0 when none
+ * were passed. -1 with err when one is not a listening TCP or Unix stream
+ * socket: the daemon refuses to start rather than serve half its sockets. */
+int listen_adopt(struct event_base *base, struct evhttp *http, char *err, size_t errlen);
+
+/* Whether listen_adopt found sockets to serve. */
+int listen_activated(void);
+
 /* Stops accepting and closes every listener (removing Unix socket files). */
 void listen_close_all(void);
 

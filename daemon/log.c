@@ -1,9 +1,13 @@
-/* log.c: levelled logging to stderr. Each line carries a syslog "<N>" prefix
- * so that journald, reading our stderr, files it at the right priority. */
+/* log.c: levelled logging to stderr. When stderr is the journal's stream
+ * (systemd sets JOURNAL_STREAM to its device:inode), each line starts with a
+ * syslog "<N>" prefix, which journald turns into the entry's priority;
+ * otherwise lines are plain "fanoutd: level: message". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -37,13 +41,34 @@ log_level_name(int level)
 	return level_names[level];
 }
 
+/* Whether stderr is still the stream systemd connected to the journal: a
+ * child or a redirect may have inherited the variable but not the stream. */
+static int
+log_to_journal(void)
+{
+	static int known = -1;
+	unsigned long long dev, ino;
+	const char *js;
+	struct stat st;
+
+	if (known >= 0)
+		return known;
+	js = getenv("JOURNAL_STREAM");
+	known = js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+	    fstat(STDERR_FILENO, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+	return known;
+}
+
 static void
 log_vmsg(int level, const char *fmt, va_list ap)
 {
 	char line[2048];
 
 	vsnprintf(line, sizeof(line), fmt, ap);
-	fprintf(stderr, "<%d>fanoutd: %s: %s\n", level, log_level_name(level), line);
+	if (log_to_journal())
+		fprintf(stderr, "<%d>%s: %s\n", level, log_level_name(level), line);
+	else
+		fprintf(stderr, "fanoutd: %s: %s\n", log_level_name(level), line);
 }
 
 void

@@ -1,5 +1,5 @@
 /* log.h: the one logging API. Levels follow syslog priorities so that the
- * journal (later) and stderr share one vocabulary. */
+ * journal and stderr share one vocabulary. */
 #ifndef FANOUTD_LOG_H
 #define FANOUTD_LOG_H
 

@@ -8,7 +8,6 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
-#include <systemd/sd-daemon.h>
 
 #include "api.h"
 #include "batch.h"
@@ -19,6 +18,7 @@
 #include "log.h"
 #include "pool.h"
 #include "sched.h"
+#include "service.h"
 #include "upstream.h"
 #include "util.h"
 
@@ -34,6 +34,8 @@ static struct {
 	struct event *sigs[4];
 	struct event *drain;
 	int stopping;
+	int verbose;			/* -v: debug logging whatever the file says */
+	int listen_flags;		/* -l given: the file's listen lines are not used */
 } m;
 
 static void
@@ -105,7 +107,7 @@ main_stop(void)
 	if (m.stopping)
 		return;
 	m.stopping = 1;
-	sd_notify(0, "STOPPING=1");
+	service_stopping();
 	log_info("stopping: %u batches in flight, draining for up to %u s", batch_count(),
 	    m.conf->drain_timeout_s);
 	api_stop_accepting();
@@ -115,6 +117,8 @@ main_stop(void)
 	main_batches_gone();
 }
 
+/* Builds what a new configuration needs before anything changes, so a file
+ * that fails any step leaves the running settings whole. */
 static void
 main_reload(void)
 {
@@ -126,29 +130,36 @@ main_reload(void)
 		log_info("reload: no configuration file; nothing to do");
 		return;
 	}
-	sd_notify(0, "RELOADING=1");
-
+	service_reloading();
 	c = conf_load(m.conf_path, stderr);
-	if (c != NULL && (tls = tls_ctx_new(c, &why)) == NULL)
-		log_error("reload: %s", why);
-	if (c == NULL || tls == NULL) {
-		log_error("reload: %s has errors; keeping the running configuration", m.conf_path);
-		if (c != NULL)
-			conf_unref(c);
-	} else {
-		/* Listeners stay as they are; new batches take the new limits
-		 * and trust store, batches in flight keep theirs. */
-		api_set_conf(c, tls);
-		pool_new_generation();
-		evhttp_set_max_body_size(m.http, (ev_ssize_t)c->max_request_bytes);
-		log_level = c->log_level;
-		conf_unref(m.conf);
-		SSL_CTX_free(m.tls);
-		m.conf = c;
-		m.tls = tls;
-		log_info("reload: %s applied to new batches", m.conf_path);
+	if (c == NULL)
+		why = "the file has errors (above)";
+	else if ((tls = tls_ctx_new(c, &why)) == NULL || dnscache_reload(c, &why) < 0) {
+		SSL_CTX_free(tls);
+		conf_unref(c);
+		c = NULL;
 	}
-	sd_notify(0, "READY=1");
+	if (c == NULL) {
+		log_error("reload: %s: %s; keeping the running configuration", m.conf_path, why);
+		service_ready();
+		return;
+	}
+	if (m.listen_flags || listen_activated())
+		conf_set_listen(c, m.conf->listen, m.conf->nlisten, &why);	/* for the record */
+	else if (!conf_same_listen(c, m.conf))
+		log_warn("reload: listen lines changed; listeners change only on restart");
+	/* New batches take the new limits and trust store; batches in flight
+	 * keep the snapshot they started with. */
+	api_set_conf(c, tls);
+	pool_reload(main_fd_budget(c), c->max_per_host, c->idle_timeout_s);
+	evhttp_set_max_body_size(m.http, (ev_ssize_t)c->max_request_bytes);
+	log_level = m.verbose ? LOG_LEVEL_DEBUG : c->log_level;
+	conf_unref(m.conf);
+	SSL_CTX_free(m.tls);
+	m.conf = c;
+	m.tls = tls;
+	log_info("reload: %s applied to new batches", m.conf_path);
+	service_ready();
 }
 
 static void
@@ -169,7 +180,7 @@ main_config(int argc, char **argv, int *check)
 	size_t nlisten = 0;
 	const char *why;
 	struct conf *c;
-	int ch, verbose = 0;
+	int ch;
 
 	opterr = 0;	/* one line of our own instead of getopt's */
 	while ((ch = getopt(argc, argv, ":c:l:tvhV")) != -1) {
@@ -188,7 +199,7 @@ main_config(int argc, char **argv, int *check)
 			*check = 1;
 			break;
 		case 'v':
-			verbose = 1;
+			m.verbose = 1;
 			break;
 		case 'h':
 			main_usage(stdout);
@@ -215,7 +226,8 @@ main_config(int argc, char **argv, int *check)
 		fprintf(stderr, "fanoutd: -l: %s\n", why);
 		exit(2);
 	}
-	log_level = verbose ? LOG_LEVEL_DEBUG : c->log_level;
+	m.listen_flags = nlisten > 0;
+	log_level = m.verbose ? LOG_LEVEL_DEBUG : c->log_level;
 	return c;
 }
 
@@ -225,6 +237,7 @@ main_setup(void)
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
 	char err[256];
 	const char *why;
+	int n;
 
 	signal(SIGPIPE, SIG_IGN);
 	m.base = event_base_new();
@@ -243,10 +256,16 @@ main_setup(void)
 	upstream_init(m.base);
 	batch_init(m.base, main_batches_gone);
 	api_init(m.http, m.conf, m.tls);
-	if (listen_open(m.base, m.http, m.conf->listen, m.conf->nlisten, err, sizeof(err)) < 0) {
+	/* Sockets passed by systemd replace the listen lines (spec). */
+	n = listen_adopt(m.base, m.http, err, sizeof(err));
+	if (n < 0 || (n == 0 &&
+	    listen_open(m.base, m.http, m.conf->listen, m.conf->nlisten, err, sizeof(err)) < 0)) {
 		fprintf(stderr, "fanoutd: %s\n", err);
 		exit(2);
 	}
+	if (n > 0)
+		log_info("socket activation: serving %d passed sockets; listen lines not used", n);
+	service_init(m.base);
 	for (size_t i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
 		m.sigs[i] = evsignal_new(m.base, signals[i], main_signal, NULL);
 		evsignal_add(m.sigs[i], NULL);
@@ -266,6 +285,7 @@ main_teardown(void)
 	pool_shutdown();
 	sched_shutdown();
 	dnscache_shutdown();
+	service_shutdown();
 	api_shutdown();
 	event_base_free(m.base);
 	SSL_CTX_free(m.tls);
@@ -285,7 +305,7 @@ main(int argc, char **argv)
 	}
 	main_setup();
 	log_info("fanoutd %s started", FANOUTD_VERSION);
-	sd_notify(0, "READY=1");
+	service_ready();
 	event_base_dispatch(m.base);
 	log_info("stopped");
 	main_teardown();

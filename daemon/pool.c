@@ -79,13 +79,28 @@ pool_shutdown(void)
 }
 
 void
-pool_new_generation(void)
+pool_reload(unsigned max_conns, unsigned max_per_host, unsigned idle_timeout_s)
 {
 	struct conn *c;
 
 	pool.gen++;
 	while ((c = TAILQ_FIRST(&pool.idle)) != NULL)
 		pool_close(c);
+	pool.configured = max_conns;
+	/* During a descriptor-pressure hold the lower figure stands until
+	 * pool_restore; connections over a lowered limit finish their requests
+	 * and are not replaced. */
+	if (!evtimer_pending(pool.restore, NULL) || pool.budget > max_conns)
+		pool.budget = max_conns;
+	pool.max_per_host = max_per_host;
+	pool.idle_timeout.tv_sec = idle_timeout_s;
+	sched_slot_freed();	/* raised limits can let waiting origins go */
+}
+
+unsigned
+pool_generation(void)
+{
+	return pool.gen;
 }
 
 int
@@ -157,11 +172,14 @@ pool_unidle(struct conn *c)
 }
 
 enum pool_rc
-pool_take(struct origin *o, int fresh, struct conn **cp)
+pool_take(struct origin *o, int fresh, unsigned gen, struct conn **cp)
 {
 	struct conn *c = TAILQ_LAST(&o->idle, pool_conns);
 
-	if (c != NULL && !fresh) {
+	/* Idle connections are all of the current generation; a batch from
+	 * before a reload opens its own, under its own policy and trust store,
+	 * and they are closed when it is done with them. */
+	if (c != NULL && !fresh && c->gen == gen) {
 		pool_unidle(c);
 		bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 		bufferevent_set_timeouts(c->bev, NULL, NULL);
@@ -182,7 +200,7 @@ pool_take(struct origin *o, int fresh, struct conn **cp)
 	}
 	c = xcalloc(1, sizeof(*c));
 	c->origin = o;
-	c->gen = pool.gen;
+	c->gen = gen;
 	o->refcnt++;
 	o->nconns++;
 	pool.nconns++;

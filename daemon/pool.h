@@ -23,8 +23,13 @@ enum pool_rc {
 	POOL_FULL_GLOBAL,	/* the budget is used and nothing idle can be closed */
 };
 
-/* fresh: do not hand out a kept-alive connection. */
-enum pool_rc pool_take(struct origin *o, int fresh, struct conn **c);
+/* fresh: do not hand out a kept-alive connection. gen: the generation of the
+ * asking batch (pool_generation() when it started); only a batch of the
+ * current one reuses kept-alive connections. */
+enum pool_rc pool_take(struct origin *o, int fresh, unsigned gen, struct conn **c);
+
+/* Counts reloads: see pool_reload. */
+unsigned pool_generation(void);
 
 /* A connection that served a complete response and may serve another. */
 void pool_release(struct conn *c);
@@ -36,8 +41,9 @@ void pool_close(struct conn *c);
 void pool_fd_pressure(void);
 
 /* A reload: connections opened before it (under the old address policy and
- * trust store) are closed when idle and never handed out again. */
-void pool_new_generation(void);
+ * trust store) are closed when idle and never handed out again, and the new
+ * limits apply from the next connection on. */
+void pool_reload(unsigned max_conns, unsigned max_per_host, unsigned idle_timeout_s);
 
 /* True when pool_take could give some origin a connection now. */
 int pool_has_room(void);

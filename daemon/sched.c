@@ -51,6 +51,7 @@ sched_batch_init(struct sched_batch *sb, struct batch *b, unsigned concurrency,
 	sb->bymap = map_new();
 	sb->concurrency = concurrency;
 	sb->per_host = per_host;
+	sb->gen = pool_generation();
 	sb->need_index = SIZE_MAX;
 	sb->batch = b;
 }
@@ -336,7 +337,7 @@ sched_batch_one(struct sched_batch *sb)
 		}
 		if (!sched_batch_allows(sb, bh))
 			continue;
-		switch (pool_take(bh->origin, r != NULL && r->want_fresh, &c)) {
+		switch (pool_take(bh->origin, r != NULL && r->want_fresh, sb->gen, &c)) {
 		case POOL_FULL_ORIGIN:
 			bhost_park(bh, 0);
 			continue;

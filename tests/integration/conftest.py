@@ -98,7 +98,7 @@ def daemon(dnsmasq, upstreams, pki):
     default); `listen` replaces the default Unix listener."""
     started = []
 
-    def start(args=(), env=None, wait_ready=True, **keys):
+    def start(args=(), env=None, wait_ready=True, wrapper=(), journal=False, **keys):
         try:
             harness.fanoutd_bin()
         except RuntimeError as e:
@@ -109,7 +109,7 @@ def daemon(dnsmasq, upstreams, pki):
         conf["dns_server"] = dnsmasq.server
         conf["ca_file"] = pki.ca_file
         conf.update(keys)
-        d = harness.Daemon(workdir, conf, args, env)
+        d = harness.Daemon(workdir, conf, args, env, wrapper, journal)
         started.append(d)
         if wait_ready:
             d.wait_ready()

@@ -239,7 +239,7 @@ def config_text(keys):
 class Daemon:
     """One fanoutd process, started from a config file written into its own directory."""
 
-    def __init__(self, workdir, keys, args=(), env=None):
+    def __init__(self, workdir, keys, args=(), env=None, wrapper=(), journal=False):
         self.dir = workdir
         self.sock = os.path.join(workdir, "s.sock")
         self.conf = os.path.join(workdir, "fanoutd.conf")
@@ -259,9 +259,17 @@ class Daemon:
         self.expect_rc = 0
         self.proc = None
         self._errf = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen([fanoutd_bin(), "-c", self.conf] + self.args,
+        env = daemon_env(dict(env or {}, NOTIFY_SOCKET=self.notify_path))
+        if journal:  # as systemd does when stderr is a journal stream
+            st = os.fstat(self._errf.fileno())
+            env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+        if wrapper:
+            # A launcher such as systemd-socket-activate, which passes on only
+            # the variables it is told to and then becomes fanoutd (exec).
+            wrapper = list(wrapper) + ["-E%s=%s" % kv for kv in sorted(env.items())]
+        self.proc = subprocess.Popen(list(wrapper) + [fanoutd_bin(), "-c", self.conf] + self.args,
                                      stdin=subprocess.DEVNULL, stdout=self._errf, stderr=self._errf,
-                                     env=daemon_env(dict(env or {}, NOTIFY_SOCKET=self.notify_path)))
+                                     env=env)
 
     def wait_ready(self, timeout=10.0):
         deadline = time.monotonic() + timeout
