@@ -24,7 +24,8 @@ REL_OBJS  := $(LIB_SRCS:daemon/%.c=build/rel/%.o)
 ASAN_OBJS := $(LIB_SRCS:daemon/%.c=build/asan/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/%)
 
-.PHONY: all deps test-deps run test unit integration asan clean bench
+.PHONY: all deps test-deps run test unit integration asan clean bench \
+        install uninstall
 all: fanoutd
 
 deps:
@@ -78,3 +79,36 @@ bench:
 
 clean:
 	rm -rf build fanoutd
+
+# Installation. The Debian package uses PREFIX=/usr. The configuration, the
+# units and the sysusers file go where the system looks for them, whatever
+# PREFIX is. An existing configuration file is never overwritten.
+SBINDIR        ?= $(PREFIX)/sbin
+MANDIR         ?= $(PREFIX)/share/man
+SYSCONFDIR     ?= /etc
+SYSTEMDUNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
+SYSUSERSDIR    ?= $(or $(shell pkg-config --variable=sysusersdir systemd 2>/dev/null),/usr/lib/sysusers.d)
+UNITS          := fanoutd.service fanoutd.socket
+
+# The units name /usr/sbin/fanoutd and /etc/fanoutd/; they are rewritten to
+# SBINDIR and SYSCONFDIR on the way.
+install: fanoutd
+	install -D -m 0755 fanoutd $(DESTDIR)$(SBINDIR)/fanoutd
+	@conf=$(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf; \
+	if [ -e $$conf ]; then echo "install: keeping $$conf; the shipped one is conf/fanoutd.conf"; \
+	else echo "install -D -m 0644 conf/fanoutd.conf $$conf"; install -D -m 0644 conf/fanoutd.conf $$conf; fi
+	@set -e; for u in $(UNITS); do \
+		dst=$(DESTDIR)$(SYSTEMDUNITDIR)/$$u; echo "install packaging/systemd/$$u $$dst"; \
+		install -D -m 0644 /dev/null $$dst; \
+		sed -e 's|/usr/sbin/fanoutd|$(SBINDIR)/fanoutd|g' -e 's|/etc/fanoutd/|$(SYSCONFDIR)/fanoutd/|g' \
+		    packaging/systemd/$$u >$$dst; \
+	done
+	install -D -m 0644 packaging/systemd/fanoutd.sysusers $(DESTDIR)$(SYSUSERSDIR)/fanoutd.conf
+	install -D -m 0644 doc/fanoutd.8 $(DESTDIR)$(MANDIR)/man8/fanoutd.8
+	install -D -m 0644 doc/fanoutd.conf.5 $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5
+
+# Leaves the configuration file, as dpkg does until a purge.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/fanoutd $(UNITS:%=$(DESTDIR)$(SYSTEMDUNITDIR)/%) \
+	    $(DESTDIR)$(SYSUSERSDIR)/fanoutd.conf $(DESTDIR)$(MANDIR)/man8/fanoutd.8 \
+	    $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5
