@@ -25,7 +25,7 @@ ASAN_OBJS := $(LIB_SRCS:daemon/%.c=build/asan/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/%)
 
 .PHONY: all deps test-deps run test unit integration asan clean bench \
-        install uninstall
+        install uninstall package
 all: fanoutd
 
 deps:
@@ -112,3 +112,8 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/fanoutd $(UNITS:%=$(DESTDIR)$(SYSTEMDUNITDIR)/%) \
 	    $(DESTDIR)$(SYSUSERSDIR)/fanoutd.conf $(DESTDIR)$(MANDIR)/man8/fanoutd.8 \
 	    $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5
+
+# build/pkg/fanoutd_VERSION_ARCH.deb, built from a copy of the work tree.
+package:
+	@sh scripts/deps.sh package
+	scripts/package
