@@ -25,7 +25,7 @@ ASAN_OBJS := $(LIB_SRCS:daemon/%.c=build/asan/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/%)
 
 .PHONY: all deps test-deps run test unit integration asan clean bench \
-        install uninstall package
+        install uninstall package package-test
 all: fanoutd
 
 deps:
@@ -70,7 +70,7 @@ integration: build/asan/fanoutd
 	FANOUTD_BIN=$(CURDIR)/build/asan/fanoutd $(PYTEST) -q -p no:cacheprovider tests/integration
 
 test: test-deps
-	@$(MAKE) --no-print-directory fanoutd unit integration
+	@$(MAKE) --no-print-directory fanoutd unit integration package-test
 
 bench:
 	@sh scripts/deps.sh bench
@@ -117,3 +117,7 @@ uninstall:
 package:
 	@sh scripts/deps.sh package
 	scripts/package
+
+# The .deb checked: lintian, contents, conffiles, units, sandbox score.
+package-test: package
+	scripts/package-test

@@ -3,8 +3,8 @@
 # cheap to run before every build. POSIX sh on purpose: it is the first thing a
 # bare Debian 12 (no make, no compiler, no python3) runs.
 #   sh scripts/deps.sh          build and run
-#   sh scripts/deps.sh test     also what the tests need
-#   sh scripts/deps.sh package  also what `make package` needs
+#   sh scripts/deps.sh test     also what the tests need (the package set too)
+#   sh scripts/deps.sh package  also what `make package` and scripts/package-test need
 #   sh scripts/deps.sh bench    also what scripts/bench needs
 set -eu
 
@@ -16,7 +16,7 @@ bench="nginx libnginx-mod-http-echo wrk curl python3-aiohttp time valgrind"
 want=$build
 for extra in "$@"; do
 	case $extra in
-	test) want="$want $test" ;;
+	test) want="$want $test $package" ;;
 	package) want="$want $package" ;;
 	bench) want="$want $test $bench" ;;
 	*) echo "deps.sh: unknown set '$extra' (test, package, bench)" >&2; exit 2 ;;
