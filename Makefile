@@ -6,7 +6,10 @@ CC       ?= cc
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wwrite-strings -Wcast-qual -Wpointer-arith
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# CPPFLAGS, CFLAGS and LDFLAGS from the environment are honoured (the Debian
+# build passes dpkg-buildflags' hardening); WARN comes after CFLAGS so that
+# their -Wformat cannot lower our -Wformat=2.
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(CPPFLAGS) $(CFLAGS) $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 PYTEST   := /usr/bin/python3 -m pytest
@@ -21,7 +24,8 @@ REL_OBJS  := $(LIB_SRCS:daemon/%.c=build/rel/%.o)
 ASAN_OBJS := $(LIB_SRCS:daemon/%.c=build/asan/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/%)
 
-.PHONY: all deps test-deps run test unit integration asan clean bench
+.PHONY: all deps test-deps run test unit integration asan clean bench \
+        install uninstall package package-test
 all: fanoutd
 
 deps:
@@ -37,7 +41,7 @@ build/rel build/asan:
 	@mkdir -p $@
 
 fanoutd: $(REL_OBJS) build/rel/main.o
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 build/asan/fanoutd: $(ASAN_OBJS) build/asan/main.o
 	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ $(LIBS)
@@ -66,7 +70,7 @@ integration: build/asan/fanoutd
 	FANOUTD_BIN=$(CURDIR)/build/asan/fanoutd $(PYTEST) -q -p no:cacheprovider tests/integration
 
 test: test-deps
-	@$(MAKE) --no-print-directory fanoutd unit integration
+	@$(MAKE) --no-print-directory fanoutd unit integration package-test
 
 bench:
 	@sh scripts/deps.sh bench
@@ -75,3 +79,45 @@ bench:
 
 clean:
 	rm -rf build fanoutd
+
+# Installation. The Debian package uses PREFIX=/usr. The configuration, the
+# units and the sysusers file go where the system looks for them, whatever
+# PREFIX is. An existing configuration file is never overwritten.
+SBINDIR        ?= $(PREFIX)/sbin
+MANDIR         ?= $(PREFIX)/share/man
+SYSCONFDIR     ?= /etc
+SYSTEMDUNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
+SYSUSERSDIR    ?= $(or $(shell pkg-config --variable=sysusersdir systemd 2>/dev/null),/usr/lib/sysusers.d)
+UNITS          := fanoutd.service fanoutd.socket
+
+# The units name /usr/sbin/fanoutd and /etc/fanoutd/; they are rewritten to
+# SBINDIR and SYSCONFDIR on the way.
+install: fanoutd
+	install -D -m 0755 fanoutd $(DESTDIR)$(SBINDIR)/fanoutd
+	@conf=$(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf; \
+	if [ -e $$conf ]; then echo "install: keeping $$conf; the shipped one is conf/fanoutd.conf"; \
+	else echo "install -D -m 0644 conf/fanoutd.conf $$conf"; install -D -m 0644 conf/fanoutd.conf $$conf; fi
+	@set -e; for u in $(UNITS); do \
+		dst=$(DESTDIR)$(SYSTEMDUNITDIR)/$$u; echo "install packaging/systemd/$$u $$dst"; \
+		install -D -m 0644 /dev/null $$dst; \
+		sed -e 's|/usr/sbin/fanoutd|$(SBINDIR)/fanoutd|g' -e 's|/etc/fanoutd/|$(SYSCONFDIR)/fanoutd/|g' \
+		    packaging/systemd/$$u >$$dst; \
+	done
+	install -D -m 0644 packaging/systemd/fanoutd.sysusers $(DESTDIR)$(SYSUSERSDIR)/fanoutd.conf
+	install -D -m 0644 doc/fanoutd.8 $(DESTDIR)$(MANDIR)/man8/fanoutd.8
+	install -D -m 0644 doc/fanoutd.conf.5 $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5
+
+# Leaves the configuration file, as dpkg does until a purge.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/fanoutd $(UNITS:%=$(DESTDIR)$(SYSTEMDUNITDIR)/%) \
+	    $(DESTDIR)$(SYSUSERSDIR)/fanoutd.conf $(DESTDIR)$(MANDIR)/man8/fanoutd.8 \
+	    $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5
+
+# build/pkg/fanoutd_VERSION_ARCH.deb, built from a copy of the work tree.
+package:
+	@sh scripts/deps.sh package
+	scripts/package
+
+# The .deb checked: lintian, contents, conffiles, units, sandbox score.
+package-test: package
+	scripts/package-test

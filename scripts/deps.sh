@@ -3,20 +3,23 @@
 # cheap to run before every build. POSIX sh on purpose: it is the first thing a
 # bare Debian 12 (no make, no compiler, no python3) runs.
 #   sh scripts/deps.sh          build and run
-#   sh scripts/deps.sh test     also what the tests need
+#   sh scripts/deps.sh test     also what the tests need (the package set too)
+#   sh scripts/deps.sh package  also what `make package` and scripts/package-test need
 #   sh scripts/deps.sh bench    also what scripts/bench needs
 set -eu
 
 build="make gcc libc6-dev pkg-config libevent-dev libjansson-dev libssl-dev libsystemd-dev zlib1g-dev ca-certificates"
 test="python3 python3-pytest dnsmasq curl openssl"
+package="dpkg-dev debhelper lintian man-db groff-base mandoc systemd"
 bench="nginx libnginx-mod-http-echo wrk curl python3-aiohttp time valgrind"
 
 want=$build
 for extra in "$@"; do
 	case $extra in
-	test) want="$want $test" ;;
+	test) want="$want $test $package" ;;
+	package) want="$want $package" ;;
 	bench) want="$want $test $bench" ;;
-	*) echo "deps.sh: unknown set '$extra' (test, bench)" >&2; exit 2 ;;
+	*) echo "deps.sh: unknown set '$extra' (test, package, bench)" >&2; exit 2 ;;
 	esac
 done
 
