@@ -65,7 +65,7 @@ test_escaping(void)
 static void
 test_escaping_long(void)
 {
-	static const char specials[] = "\"\\\n\x01\x1f\xc3";
+	static const char specials[] = "\"\\\n\x01\x1f\xc3\x7f ";
 	char in[41];
 
 	for (size_t k = 0; k < sizeof(specials) - 1; k++) {
@@ -105,6 +105,21 @@ test_utf8(void)
 	CHECK(!jout_utf8_valid("\xf4\x90\x80\x80", 4));		/* past U+10FFFF */
 	CHECK(!jout_utf8_valid("\xe2\x82", 2));
 	CHECK(!jout_utf8_valid("\x80", 1));
+	/* A bad byte or a whole sequence at every position of a string longer
+	 * than the sixteen-byte steps. */
+	for (size_t pos = 0; pos < 40; pos++) {
+		char in[41];
+
+		memset(in, 'a', 40);
+		in[pos] = (char)0xff;
+		CHECK(!jout_utf8_valid(in, 40));
+		in[pos] = (char)0xc3;
+		if (pos + 1 < 40) {
+			in[pos + 1] = (char)0xa9;
+			CHECK(jout_utf8_valid(in, 40));
+		} else
+			CHECK(!jout_utf8_valid(in, 40));
+	}
 }
 
 static char *
