@@ -11,7 +11,7 @@ set -eu
 build="make gcc libc6-dev pkg-config libevent-dev libjansson-dev libssl-dev libsystemd-dev zlib1g-dev ca-certificates"
 test="python3 python3-pytest dnsmasq curl openssl"
 package="dpkg-dev debhelper lintian man-db groff-base mandoc systemd"
-bench="nginx libnginx-mod-http-echo wrk curl python3-aiohttp time valgrind"
+bench="nginx libnginx-mod-http-echo wrk curl python3-aiohttp time valgrind tcpdump"
 
 want=$build
 for extra in "$@"; do
