@@ -155,17 +155,24 @@ url_needs_encoding(unsigned char c)
 	return encode[c];
 }
 
-static char *
-url_encode_high(const char *s, size_t skip)
+/* Returns s itself when nothing needs encoding (the common case), else a
+ * new string, also left in *owned for the caller to free. */
+static const char *
+url_encode_high(const char *s, size_t skip, char **owned)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	size_t n = 0, i;
+	size_t n = 0, i, extra = 0;
 	char *r, *o;
 
 	for (i = 0; s[i] != '\0'; i++)
-		n += i >= skip && url_needs_encoding((unsigned char)s[i]) ? 3 : 1;
+		extra += i >= skip && url_needs_encoding((unsigned char)s[i]) ? 2 : 0;
+	*owned = NULL;
+	if (extra == 0)
+		return s;
+	n = i + extra;
 	if ((r = malloc(n + 1)) == NULL)
 		return NULL;
+	*owned = r;
 	for (o = r, i = 0; s[i] != '\0'; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (i >= skip && url_needs_encoding(c)) {
@@ -305,14 +312,18 @@ url_host(const char *raw, int *is_ip, char *why, size_t whylen)
 	return h;
 }
 
-/* RFC 3986 §5.2.4 remove_dot_segments on an absolute path; returns a new
- * string ("/" for an empty result). */
-static char *
-url_remove_dots(const char *path)
+/* RFC 3986 §5.2.4 remove_dot_segments on an absolute path ("/" for an
+ * empty result). Returns path itself when it has no segment starting with
+ * a dot (the common case), else a new string, also left in *owned. */
+static const char *
+url_remove_dots(const char *path, char **owned)
 {
 	size_t n = strlen(path), o = 0;
 	char *in, *out, *p;
 
+	*owned = NULL;
+	if (n > 0 && path[0] != '.' && strstr(path, "/.") == NULL)
+		return path;
 	if ((in = strdup(path)) == NULL || (out = malloc(n + 2)) == NULL) {
 		free(in);
 		return NULL;
@@ -346,57 +357,80 @@ url_remove_dots(const char *path)
 		out[o++] = '/';
 	out[o] = '\0';
 	free(in);
+	*owned = out;
 	return out;
 }
 
-/* Appends the NULL-terminated list of strings at *o, then a NUL; returns
- * where the result starts. */
+struct url_piece {
+	const char *s;
+	size_t n;
+};
+
+static size_t
+url_pieces_len(const struct url_piece *pieces, size_t count)
+{
+	size_t n = 1;	/* the NUL */
+
+	for (size_t i = 0; i < count; i++)
+		n += pieces[i].n;
+	return n;
+}
+
+/* Appends pieces at *o, then a NUL; returns where the result starts. */
 static char *
-url_put(char **o, const char *const *parts)
+url_put(char **o, const struct url_piece *pieces, size_t count)
 {
 	char *start = *o;
 
-	for (const char *const *p = parts; *p != NULL; p++) {
-		size_t l = strlen(*p);
-		memcpy(*o, *p, l);
-		*o += l;
+	for (size_t i = 0; i < count; i++) {
+		memcpy(*o, pieces[i].s, pieces[i].n);
+		*o += pieces[i].n;
 	}
 	*(*o)++ = '\0';
 	return start;
 }
 
+#define URL_PIECE(s) { (s), strlen(s) }
+
 /* Fills u's serialised parts from checked pieces: href, target, authority
  * and origin in one allocation (owned by href). This runs for every request,
- * twice: one malloc and no printf keep it cheap. */
+ * twice: one malloc, each length taken once and no printf keep it cheap. */
 static int
 url_fill(struct url *u, const char *path, const char *query)
 {
-	const char *scheme = u->https ? "https://" : "http://";
-	const char *lb = u->host_is_ip == 6 ? "[" : "", *rb = u->host_is_ip == 6 ? "]" : "";
-	int defport = u->port == (u->https ? 443 : 80);
-	char port[8], *clean, *o;
+	int v6 = u->host_is_ip == 6, defport = u->port == (u->https ? 443 : 80);
+	char port[8], *owned, *o;
 	size_t i = sizeof(port), n;
+	const char *clean;
 
 	port[--i] = '\0';
 	for (unsigned p = u->port; p > 0; p /= 10)
 		port[--i] = (char)('0' + p % 10);
 	port[--i] = ':';
-	if ((clean = url_remove_dots(*path != '\0' ? path : "/")) == NULL)
+	if ((clean = url_remove_dots(*path != '\0' ? path : "/", &owned)) == NULL)
 		return -1;
-	const char *q = query != NULL ? "?" : "", *qs = query != NULL ? query : "";
-	const char *pt = port + i, *ap = defport ? "" : pt;
-	n = 2 * (strlen(scheme) + strlen(lb) + strlen(u->host) + strlen(rb) + strlen(pt)) +
-	    2 * (strlen(clean) + strlen(q) + strlen(qs)) + strlen(lb) + strlen(u->host) +
-	    strlen(rb) + strlen(ap) + 4;
+	const struct url_piece scheme = URL_PIECE(u->https ? "https://" : "http://"),
+	    lb = URL_PIECE(v6 ? "[" : ""), host = URL_PIECE(u->host), rb = URL_PIECE(v6 ? "]" : ""),
+	    pt = URL_PIECE(port + i), ap = defport ? (struct url_piece){ "", 0 } : pt,
+	    cl = URL_PIECE(clean), q = URL_PIECE(query != NULL ? "?" : ""),
+	    qs = URL_PIECE(query != NULL ? query : "");
+	const struct url_piece href[] = { scheme, lb, host, rb, ap, cl, q, qs },
+	    target[] = { cl, q, qs }, authority[] = { lb, host, rb, ap },
+	    origin[] = { scheme, lb, host, rb, pt };
+
+#define URL_N(a) (a), sizeof(a) / sizeof((a)[0])
+	n = url_pieces_len(URL_N(href)) + url_pieces_len(URL_N(target)) +
+	    url_pieces_len(URL_N(authority)) + url_pieces_len(URL_N(origin));
 	if ((o = malloc(n)) == NULL) {
-		free(clean);
+		free(owned);
 		return -1;
 	}
-	u->href = url_put(&o, (const char *[]){ scheme, lb, u->host, rb, ap, clean, q, qs, NULL });
-	u->target = url_put(&o, (const char *[]){ clean, q, qs, NULL });
-	u->authority = url_put(&o, (const char *[]){ lb, u->host, rb, ap, NULL });
-	u->origin = url_put(&o, (const char *[]){ scheme, lb, u->host, rb, pt, NULL });
-	free(clean);
+	u->href = url_put(&o, URL_N(href));
+	u->target = url_put(&o, URL_N(target));
+	u->authority = url_put(&o, URL_N(authority));
+	u->origin = url_put(&o, URL_N(origin));
+#undef URL_N
+	free(owned);
 	return 0;
 }
 
@@ -437,7 +471,7 @@ out:
 int
 url_parse(struct url *u, const char *s, char *why, size_t whylen)
 {
-	const char *auth;
+	const char *auth, *text;
 	size_t n, alen;
 	char *copy;
 	int rc;
@@ -468,11 +502,11 @@ url_parse(struct url *u, const char *s, char *why, size_t whylen)
 	alen = strcspn(auth, "/?#");
 	if (url_check_authority(auth, alen, why, whylen) == -1)
 		return -1;
-	if ((copy = url_encode_high(s, n + 3 + alen)) == NULL) {
+	if ((text = url_encode_high(s, n + 3 + alen, &copy)) == NULL) {
 		url_error(why, whylen, "out of memory");
 		return -1;
 	}
-	rc = url_from_uri(u, copy, copy + n + 3 + alen, why, whylen);
+	rc = url_from_uri(u, text, text + n + 3 + alen, why, whylen);
 	free(copy);
 	if (rc == -1)
 		url_free(u);

@@ -111,6 +111,11 @@ test_normalise(void)
 	good("http://a.test:080/", "http://a.test/", "/");
 	good("http://a.test/a/./b/../c", "http://a.test/a/c", "/a/c");
 	good("http://a.test/../../x", "http://a.test/x", "/x");
+	/* Dots that are not dot segments: the path is kept as it is. */
+	good("http://a.test/.well-known/x", "http://a.test/.well-known/x", "/.well-known/x");
+	good("http://a.test/a.b/c.?d=./..", "http://a.test/a.b/c.?d=./..", "/a.b/c.?d=./..");
+	good("http://a.test/a/..", "http://a.test/", "/");
+	good("http://a.test/a/.", "http://a.test/a/", "/a/");
 	good("http://a.test/caf\xc3\xa9?q=\xe2\x82\xac", "http://a.test/caf%C3%A9?q=%E2%82%AC",
 	    "/caf%C3%A9?q=%E2%82%AC");
 	good("http://a.test/%7e%41", "http://a.test/%7e%41", "/%7e%41");
