@@ -143,6 +143,24 @@ def test_reload_applies_the_address_policy(daemon, upstream):
     assert d.batch([upstream.url("/ok")]).kinds() == ["blocked"]
 
 
+def test_reload_applies_a_new_trust_store(daemon, upstreams, pki):
+    up = upstreams(1, tls=pki.context_factory("good"))[0]  # its certificate names 127.0.0.1
+    d = daemon(ca_file=pki.cert("otherca"))
+    bs = d.batch([up.url("/ok")])
+    assert bs.kinds() == ["tls"] and "unable to get local issuer" in bs[0]["error"]["message"], bs.arrival
+    rewrite_conf(d, ca_file=pki.ca_file)
+    reload(d)
+    assert d.batch([up.url("/ok")])[0]["status"] == 200
+
+
+def test_reload_refuses_a_missing_ca_file(daemon, upstream):
+    d = daemon(max_batch=10)
+    rewrite_conf(d, ca_file="/nonexistent/ca.pem", max_batch=2)
+    reload(d)
+    assert "keeping the running configuration" in d.stderr()
+    assert d.batch([upstream.url("/ok?i=%d" % i) for i in range(3)]).summary["responses"] == 3
+
+
 def test_reload_renews_the_resolver_and_forgets_its_answers(daemon, upstream, dns):
     d = daemon()
     url = upstream.url("/ok", host="a.test")
