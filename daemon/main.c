@@ -130,6 +130,10 @@ main_reload(void)
 		log_info("reload: no configuration file; nothing to do");
 		return;
 	}
+	if (m.stopping) {	/* READY=1 now would tell systemd the stop was undone */
+		log_info("reload: ignored while stopping");
+		return;
+	}
 	service_reloading();
 	c = conf_load(m.conf_path, stderr);
 	if (c == NULL)

@@ -205,3 +205,18 @@ def test_log_lines_carry_priorities_only_on_the_journal_stream(daemon):
     # The variable alone is not enough: it must name the stream stderr is.
     other = daemon(env={"JOURNAL_STREAM": "1:1"})
     assert "fanoutd: info: fanoutd 0.1.0 started" in other.stderr().splitlines()
+
+
+def test_reload_is_ignored_while_stopping(daemon, upstream):
+    d = daemon(drain_timeout_s=10)
+    s = d.stream([upstream.url("/wait/h")])
+    assert upstream.wait_for(lambda u: u.count("/wait/h") == 1)
+    d.send_signal(signal.SIGTERM)
+    assert d.wait_notify("STOPPING=1")
+    d.send_signal(signal.SIGHUP)
+    upstream.release("h")
+    assert s.finish()[0]["status"] == 200
+    assert d.wait_exit(10) == 0
+    assert "reload: ignored while stopping" in d.stderr()
+    seq = [m for m in messages(d) if m.split("=")[0] in ("READY", "RELOADING", "STOPPING")]
+    assert seq == ["READY=1", "STOPPING=1"], seq
