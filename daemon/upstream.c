@@ -812,6 +812,14 @@ upstream_skim(evutil_socket_t fd, short what, void *arg)
 	}
 	r->resp_bytes += (size_t)n;
 	if (h1_body_skipped(&r->hbody, (uint64_t)n) == H1_DONE) {
+		char c;
+
+		/* Bytes past the body, or the peer's close, would otherwise
+		 * stay in the kernel and be read as the next request's
+		 * response: the connection is not kept, as when a bufferevent
+		 * read brings them in with the body. */
+		if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0)
+			r->head.keep_alive = 0;
 		upstream_skim_stop(r);
 		upstream_body_done(r);
 	}
@@ -823,7 +831,7 @@ upstream_skim_start(struct ureq *r)
 {
 	struct bufferevent *bev = r->conn->bev;
 
-	if (r->opts->body != BODY_NONE || r->discard || r->dec != NULL ||
+	if (r->skim != NULL || r->opts->body != BODY_NONE || r->discard || r->dec != NULL ||
 	    h1_body_skippable(&r->hbody) == 0 || bufferevent_get_underlying(bev) != NULL ||
 	    evbuffer_get_length(bufferevent_get_input(bev)) != 0)
 		return 0;

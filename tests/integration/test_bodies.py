@@ -187,6 +187,15 @@ def test_body_none_counts_a_body_that_comes_after_its_head(daemon, upstream):
     assert upstream.connections == 1
 
 
+def test_body_none_bytes_past_the_body_are_not_a_response(daemon, upstream):
+    d = daemon()
+    bs = d.batch([upstream.url("/overrun/100000"), upstream.url("/ok")],
+                 {"body": "none", "concurrency": 1, "per_host": 1})
+    assert (bs[0]["status"], bs[0]["bytes"]) == (200, 100000)
+    assert (bs[1]["status"], bs[1]["reused"]) == (200, False), bs.arrival
+    assert upstream.connections == 2
+
+
 def test_body_none_still_enforces_max_body_bytes(daemon, upstream):
     d = daemon()
     bs = d.batch([upstream.url("/trickle/50?interval=2"), upstream.url("/ok")],

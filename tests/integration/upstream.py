@@ -680,6 +680,14 @@ class _Conn:
             self.send(b"x")
             self.pause(interval)
 
+    def r_overrun(self, req, arg):
+        """A Content-Length body whose tail comes, a moment after its head, with
+        bytes that no request asked for."""
+        body = text_bytes(int(arg))
+        self.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10])
+        self.pause(0.1)
+        self.send(body[10:] + b"HTTP/1.1 299 Smuggled\r\nContent-Length: 5\r\n\r\nEVIL!")
+
     def _redirect(self, req, location):
         code = int(req.query.get("code", 302))
         self.respond(code, b"moved\n", [("Location", location), ("Content-Type", "text/plain")])
