@@ -38,15 +38,29 @@ struct dns_entry {
 	uint64_t expires_us;
 	struct dns_answer answer;
 	int family;			/* of the query in flight */
+	struct dns_resolver *res;	/* that carries it */
 	int settling;			/* telling waiters: not to be evicted */
 	TAILQ_HEAD(, dnscache_wait) waiters;
 	TAILQ_ENTRY(dns_entry) link;	/* least recently used first */
 };
 
+/* One resolver configuration: what a reload replaces. A replaced one lives
+ * on until the queries it carries have answered, because evdns may already
+ * have queued their answers: dropped, they would be lost; asked again
+ * elsewhere, an entry could be answered twice. It is then freed from a
+ * timer, never from inside one of its own callbacks. */
+struct dns_resolver {
+	struct evdns_base *dns;
+	struct evdns_base *hosts;	/* /etc/hosts; NULL when dns_server is set */
+	unsigned queries;		/* in flight */
+	struct event *reap;
+	TAILQ_ENTRY(dns_resolver) link;	/* dc.retired */
+};
+
 static struct {
 	struct event_base *base;
-	struct evdns_base *dns;
-	struct evdns_base *hosts;	/* NULL when dns_server is set */
+	struct dns_resolver *cur;
+	TAILQ_HEAD(, dns_resolver) retired;
 	struct map *names;
 	TAILQ_HEAD(, dns_entry) entries;
 	unsigned min_ttl, max_ttl, neg_ttl, max_entries;
@@ -62,33 +76,71 @@ dnscache_ttl(unsigned ttl, unsigned min_ttl, unsigned max_ttl)
 	return ttl;
 }
 
+static void
+dns_resolver_free(struct dns_resolver *res)
+{
+	if (res == NULL)
+		return;
+	if (res->dns != NULL)
+		evdns_base_free(res->dns, 0);
+	if (res->hosts != NULL)
+		evdns_base_free(res->hosts, 0);
+	if (res->reap != NULL)
+		event_free(res->reap);
+	free(res);
+}
+
+static void
+dns_resolver_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns_resolver *res = arg;
+
+	(void)fd;
+	(void)what;
+	TAILQ_REMOVE(&dc.retired, res, link);
+	dns_resolver_free(res);
+}
+
+/* Retires res once nothing is in flight on it (see struct dns_resolver). */
+static void
+dns_resolver_settle(struct dns_resolver *res)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (res != dc.cur && res->queries == 0)
+		evtimer_add(res->reap, &now);
+}
+
 /* The resolver c asks for: its dns_server, or resolv.conf plus a second,
  * nameserver-less base for /etc/hosts. */
-static int
-dns_bases_new(const struct conf *c, struct evdns_base **dns, struct evdns_base **hosts,
-    const char **why)
+static struct dns_resolver *
+dns_resolver_new(const struct conf *c, const char **why)
 {
-	*hosts = NULL;
-	*dns = evdns_base_new(dc.base, 0);
-	if (*dns == NULL) {
+	struct dns_resolver *res = xcalloc(1, sizeof(*res));
+
+	res->dns = evdns_base_new(dc.base, 0);
+	res->reap = evtimer_new(dc.base, dns_resolver_reap, res);
+	if (res->dns == NULL || res->reap == NULL) {
 		*why = "cannot create the DNS resolver";
-		return -1;
+		goto fail;
 	}
 	if (c->dns_server != NULL) {
-		if (evdns_base_nameserver_ip_add(*dns, c->dns_server) != 0) {
-			evdns_base_free(*dns, 0);
+		if (evdns_base_nameserver_ip_add(res->dns, c->dns_server) != 0) {
 			*why = "dns_server: cannot use this address";
-			return -1;
+			goto fail;
 		}
-		return 0;
+		return res;
 	}
 	/* Without resolv.conf evdns falls back to 127.0.0.1, as libc does. */
-	evdns_base_resolv_conf_parse(*dns, DNS_OPTIONS_ALL & ~DNS_OPTION_HOSTSFILE,
+	evdns_base_resolv_conf_parse(res->dns, DNS_OPTIONS_ALL & ~DNS_OPTION_HOSTSFILE,
 	    "/etc/resolv.conf");
-	*hosts = evdns_base_new(dc.base, 0);
-	if (*hosts == NULL || evdns_base_load_hosts(*hosts, NULL) != 0)
+	res->hosts = evdns_base_new(dc.base, 0);
+	if (res->hosts == NULL || evdns_base_load_hosts(res->hosts, NULL) != 0)
 		log_warn("cannot read /etc/hosts; names go to DNS only");
-	return 0;
+	return res;
+fail:
+	dns_resolver_free(res);
+	return NULL;
 }
 
 static void
@@ -104,7 +156,8 @@ int
 dnscache_init(struct event_base *base, const struct conf *c, const char **why)
 {
 	dc.base = base;
-	if (dns_bases_new(c, &dc.dns, &dc.hosts, why) < 0)
+	TAILQ_INIT(&dc.retired);
+	if ((dc.cur = dns_resolver_new(c, why)) == NULL)
 		return -1;
 	dc.names = map_new();
 	TAILQ_INIT(&dc.entries);
@@ -131,12 +184,14 @@ void
 dnscache_shutdown(void)
 {
 	struct dns_entry *e;
+	struct dns_resolver *res;
 
-	/* Queries in flight are dropped without their callbacks (0). */
-	if (dc.dns != NULL)
-		evdns_base_free(dc.dns, 0);
-	if (dc.hosts != NULL)
-		evdns_base_free(dc.hosts, 0);
+	/* Queries in flight are dropped without their callbacks. */
+	dns_resolver_free(dc.cur);
+	while ((res = TAILQ_FIRST(&dc.retired)) != NULL) {
+		TAILQ_REMOVE(&dc.retired, res, link);
+		dns_resolver_free(res);
+	}
 	if (dc.names != NULL) {
 		while ((e = TAILQ_FIRST(&dc.entries)) != NULL)
 			dns_entry_free(e);
@@ -173,7 +228,11 @@ dns_answered(int result, char type, int count, int ttl, void *addresses, void *a
 {
 	struct dns_entry *e = arg;
 	struct dns_answer *a = &e->answer;
+	struct dns_resolver *res = e->res;
 
+	e->res = NULL;
+	res->queries--;
+	dns_resolver_settle(res);
 	if (result == DNS_ERR_SHUTDOWN || result == DNS_ERR_CANCEL)
 		return;
 	if (result == DNS_ERR_NONE && count > 0 && (type == DNS_IPv4_A || type == DNS_IPv6_AAAA)) {
@@ -212,10 +271,13 @@ dns_query(struct dns_entry *e, int family)
 	e->family = family;
 	metrics.dns_queries++;
 	if (family == AF_INET)
-		r = evdns_base_resolve_ipv4(dc.dns, e->name, 0, dns_answered, e);
+		r = evdns_base_resolve_ipv4(dc.cur->dns, e->name, 0, dns_answered, e);
 	else
-		r = evdns_base_resolve_ipv6(dc.dns, e->name, 0, dns_answered, e);
-	if (r == NULL) {
+		r = evdns_base_resolve_ipv6(dc.cur->dns, e->name, 0, dns_answered, e);
+	if (r != NULL) {
+		e->res = dc.cur;
+		dc.cur->queries++;
+	} else {
 		e->answer.naddrs = 0;
 		snprintf(e->answer.why, sizeof(e->answer.why), "cannot start a DNS query");
 		/* Settle on the next loop turn would be nicer; waiters are
@@ -265,12 +327,12 @@ dns_from_hosts(const char *name, struct dns_answer *a)
 	struct evutil_addrinfo hints;
 	struct evdns_getaddrinfo_request *r;
 
-	if (dc.hosts == NULL)
+	if (dc.cur->hosts == NULL)
 		return 0;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	r = evdns_getaddrinfo(dc.hosts, name, NULL, &hints, dns_hosts_answered, &p);
+	r = evdns_getaddrinfo(dc.cur->hosts, name, NULL, &hints, dns_hosts_answered, &p);
 	if (r != NULL)
 		evdns_getaddrinfo_cancel(r);
 	return p.answered && a->naddrs > 0;
@@ -347,27 +409,23 @@ dnscache_cancel(struct dnscache_wait *w)
 }
 
 /* A reload. The resolver is always rebuilt, so that resolv.conf and
- * /etc/hosts are read again; answers it gave are forgotten, and lookups in
- * flight on the old one are asked again of the new one, their waiters kept. */
+ * /etc/hosts are read again, and the answers of the old one are forgotten.
+ * Lookups in flight finish on the resolver they started on. */
 int
 dnscache_reload(const struct conf *c, const char **why)
 {
-	struct evdns_base *dns, *hosts;
+	struct dns_resolver *res = dns_resolver_new(c, why), *old = dc.cur;
 	struct dns_entry *e, *next;
 
-	if (dns_bases_new(c, &dns, &hosts, why) < 0)
+	if (res == NULL)
 		return -1;
-	evdns_base_free(dc.dns, 0);	/* drops its queries without callbacks */
-	if (dc.hosts != NULL)
-		evdns_base_free(dc.hosts, 0);
-	dc.dns = dns;
-	dc.hosts = hosts;
+	dc.cur = res;
+	TAILQ_INSERT_TAIL(&dc.retired, old, link);
+	dns_resolver_settle(old);
 	dns_limits(c);
 	for (e = TAILQ_FIRST(&dc.entries); e != NULL; e = next) {
 		next = TAILQ_NEXT(e, link);
-		if (e->state == DNS_PENDING)
-			dns_query(e, AF_INET);
-		else if (!e->settling)
+		if (e->state == DNS_DONE && !e->settling)
 			dns_entry_free(e);
 	}
 	return 0;
