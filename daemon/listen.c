@@ -1,5 +1,6 @@
 /* listen.c: see listen.h. */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,20 +199,36 @@ listen_one(struct event_base *base, struct evhttp *http, const char *name, char 
 
 /* What is wrong with a passed descriptor for serving HTTP, or NULL. */
 static const char *
-listen_unfit(int fd, struct sockaddr_storage *ss)
+listen_unfit(int fd, struct sockaddr_storage *ss, socklen_t *len)
 {
-	socklen_t len = sizeof(*ss);
-
+	*len = sizeof(*ss);
+	memset(ss, 0, sizeof(*ss));
 	if (sd_is_socket(fd, AF_UNSPEC, 0, -1) <= 0)
 		return "not a socket";
 	if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, -1) <= 0)
 		return "not a stream socket (ListenStream= is needed, not ListenDatagram=)";
 	if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0)
 		return "not listening (Accept=yes is not supported)";
-	if (getsockname(fd, (struct sockaddr *)ss, &len) < 0 ||
+	if (getsockname(fd, (struct sockaddr *)ss, len) < 0 ||
 	    (ss->ss_family != AF_INET && ss->ss_family != AF_INET6 && ss->ss_family != AF_UNIX))
 		return "not a TCP or Unix socket";
 	return NULL;
+}
+
+/* "127.0.0.1:8750", "[::1]:8750", "unix:/run/x.sock" or, for an abstract
+ * Unix socket, "unix:@name". A path may fill sun_path with no NUL. */
+static void
+listen_describe(const struct sockaddr_storage *ss, socklen_t len, char *dst, size_t dstlen)
+{
+	const struct sockaddr_un *sun = (const struct sockaddr_un *)ss;
+	size_t off = offsetof(struct sockaddr_un, sun_path), n = len > off ? len - off : 0;
+
+	if (ss->ss_family != AF_UNIX)
+		addr_format(ss, dst, dstlen);
+	else if (n > 0 && sun->sun_path[0] == '\0')
+		snprintf(dst, dstlen, "unix:@%.*s", (int)(n - 1), sun->sun_path + 1);
+	else
+		snprintf(dst, dstlen, "unix:%.*s", (int)strnlen(sun->sun_path, n), sun->sun_path);
 }
 
 int
@@ -225,22 +242,22 @@ listen_adopt(struct event_base *base, struct evhttp *http, char *err, size_t err
 		snprintf(err, errlen, "socket activation: %s", strerror(-n));
 	for (int i = 0; i < n; i++) {
 		int fd = SD_LISTEN_FDS_START + i;
-		const char *fdname = names != NULL ? names[i] : "unknown";
+		const char *fdname = names != NULL ? names[i] : "unknown", *why;
 		struct sockaddr_storage ss;
-		const char *why = rc < 0 ? NULL : listen_unfit(fd, &ss);
+		socklen_t len;
 		char name[sizeof(addr) + 64];
 
-		if (rc < 0 || why != NULL) {
-			if (rc == 0)
-				snprintf(err, errlen, "socket activation: fd %d (%s): %s", fd, fdname, why);
-			close(fd);
+		/* After the first unfit one, the rest are only closed: the
+		 * daemon will not start on half of its sockets. */
+		if (rc == 0 && (why = listen_unfit(fd, &ss, &len)) != NULL) {
+			snprintf(err, errlen, "socket activation: fd %d (%s): %s", fd, fdname, why);
 			rc = -1;
+		}
+		if (rc < 0) {
+			close(fd);
 			continue;
 		}
-		if (ss.ss_family == AF_UNIX)
-			snprintf(addr, sizeof(addr), "unix:%s", ((struct sockaddr_un *)&ss)->sun_path);
-		else
-			addr_format(&ss, addr, sizeof(addr));
+		listen_describe(&ss, len, addr, sizeof(addr));
 		snprintf(name, sizeof(name), "%s (fd %d, %s, from the service manager)", addr, fd,
 		    fdname);
 		evutil_make_socket_nonblocking(fd);
@@ -254,7 +271,7 @@ listen_adopt(struct event_base *base, struct evhttp *http, char *err, size_t err
 	for (int i = 0; names != NULL && i < n; i++)
 		free(names[i]);
 	free(names);
-	return n < 0 ? -1 : rc < 0 ? -1 : n;
+	return n < 0 || rc < 0 ? -1 : n;
 }
 
 int
@@ -280,7 +297,9 @@ listen_close_all(void)
 	for (size_t i = 0; i < ls.n; i++) {
 		struct listener *l = &ls.l[i];
 		/* Closed, not just disabled: a caller connecting now is refused
-		 * at once instead of waiting in a backlog nobody reads. */
+		 * at once instead of waiting in a backlog nobody reads. A socket
+		 * passed by systemd stays open in the manager, which queues
+		 * callers for the next start. */
 		evhttp_del_accept_socket(ls.http, l->bound);
 		if (l->unix_path != NULL) {
 			unlink(l->unix_path);

@@ -73,8 +73,9 @@ service_init(struct event_base *base)
 		return;
 	sv.status = service_every(base, SERVICE_STATUS_PERIOD_S * 1000000u, service_status);
 	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
-		sv.watchdog = service_every(base, usec / 2, service_ping);
-		log_info("watchdog: pinging every %" PRIu64 " ms", usec / 2000);
+		usec = usec / 2 > 1000 ? usec / 2 : 1000;	/* never a spinning timer */
+		sv.watchdog = service_every(base, usec, service_ping);
+		log_info("watchdog: pinging every %" PRIu64 " ms", usec / 1000);
 	}
 }
 
