@@ -33,6 +33,15 @@ static struct {
 	unsigned max_per_host;
 	struct timeval idle_timeout;
 	struct event *restore;		/* ends a descriptor-pressure hold */
+	/* Generations (see pool_reload) that have batches alive, and how many:
+	 * connections of such a generation are kept for its batches, which
+	 * alone may reuse them. A handful at most, one per reload that
+	 * happened while batches ran. */
+	struct pool_gen {
+		unsigned gen;
+		unsigned batches;
+	} *gens;
+	size_t ngens, capgens;
 } pool;
 
 static void pool_origin_free(struct origin *o);
@@ -76,16 +85,74 @@ pool_shutdown(void)
 	map_free(pool.origins);
 	pool.origins = NULL;
 	event_free(pool.restore);
+	free(pool.gens);
+	pool.gens = NULL;
+	pool.ngens = pool.capgens = 0;
+}
+
+static struct pool_gen *
+pool_gen_find(unsigned gen)
+{
+	for (size_t i = 0; i < pool.ngens; i++)
+		if (pool.gens[i].gen == gen)
+			return &pool.gens[i];
+	return NULL;
+}
+
+static int
+pool_gen_live(unsigned gen)
+{
+	return gen == pool.gen || pool_gen_find(gen) != NULL;
+}
+
+/* Closes the idle connections no live generation can use any more. */
+static void
+pool_close_dead_idle(void)
+{
+	struct conn *c, *next;
+
+	for (c = TAILQ_FIRST(&pool.idle); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, lru);
+		if (!pool_gen_live(c->gen))
+			pool_close(c);
+	}
+}
+
+unsigned
+pool_batch_begin(void)
+{
+	struct pool_gen *g = pool_gen_find(pool.gen);
+
+	if (g == NULL) {
+		if (pool.ngens == pool.capgens) {
+			pool.capgens = pool.capgens ? 2 * pool.capgens : 4;
+			pool.gens = xreallocarray(pool.gens, pool.capgens, sizeof(*pool.gens));
+		}
+		g = &pool.gens[pool.ngens++];
+		g->gen = pool.gen;
+		g->batches = 0;
+	}
+	g->batches++;
+	return pool.gen;
+}
+
+void
+pool_batch_end(unsigned gen)
+{
+	struct pool_gen *g = pool_gen_find(gen);
+
+	if (g == NULL || --g->batches > 0)
+		return;
+	*g = pool.gens[--pool.ngens];
+	if (gen != pool.gen)
+		pool_close_dead_idle();
 }
 
 void
 pool_reload(unsigned max_conns, unsigned max_per_host, unsigned idle_timeout_s)
 {
-	struct conn *c;
-
 	pool.gen++;
-	while ((c = TAILQ_FIRST(&pool.idle)) != NULL)
-		pool_close(c);
+	pool_close_dead_idle();
 	pool.configured = max_conns;
 	/* During a descriptor-pressure hold the lower figure stands until
 	 * pool_restore; connections over a lowered limit finish their requests
@@ -95,12 +162,6 @@ pool_reload(unsigned max_conns, unsigned max_per_host, unsigned idle_timeout_s)
 	pool.max_per_host = max_per_host;
 	pool.idle_timeout.tv_sec = idle_timeout_s;
 	sched_slot_freed();	/* raised limits can let waiting origins go */
-}
-
-unsigned
-pool_generation(void)
-{
-	return pool.gen;
 }
 
 int
@@ -174,12 +235,14 @@ pool_unidle(struct conn *c)
 enum pool_rc
 pool_take(struct origin *o, int fresh, unsigned gen, struct conn **cp)
 {
-	struct conn *c = TAILQ_LAST(&o->idle, pool_conns);
+	struct conn *c;
 
-	/* Idle connections are all of the current generation; a batch from
-	 * before a reload opens its own, under its own policy and trust store,
-	 * and they are closed when it is done with them. */
-	if (c != NULL && !fresh && c->gen == gen) {
+	/* The most recently used connection of the asking batch's generation:
+	 * a batch from before a reload reuses only connections opened under
+	 * its own policy and trust store, and newer batches never reuse those. */
+	TAILQ_FOREACH_REVERSE(c, &o->idle, pool_conns, link) {
+		if (fresh || c->gen != gen)
+			continue;
 		pool_unidle(c);
 		bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 		bufferevent_set_timeouts(c->bev, NULL, NULL);
@@ -187,9 +250,9 @@ pool_take(struct origin *o, int fresh, unsigned gen, struct conn **cp)
 		return POOL_REUSE;
 	}
 	if (o->nconns >= pool.max_per_host) {
-		if (c == NULL)
+		if ((c = TAILQ_FIRST(&o->idle)) == NULL)
 			return POOL_FULL_ORIGIN;
-		pool_close(c);	/* make room for the fresh one */
+		pool_close(c);	/* make room for the fresh one: the least recently used */
 	}
 	if (pool.nconns >= pool.budget) {
 		/* Another origin's idle connection is worth less than a
@@ -234,7 +297,7 @@ pool_release(struct conn *c)
 {
 	struct origin *o = c->origin;
 
-	if (pool.idle_timeout.tv_sec == 0 || c->gen != pool.gen) {	/* not to be kept */
+	if (pool.idle_timeout.tv_sec == 0 || !pool_gen_live(c->gen)) {	/* not to be kept */
 		pool_close(c);
 		return;
 	}

@@ -23,13 +23,16 @@ enum pool_rc {
 	POOL_FULL_GLOBAL,	/* the budget is used and nothing idle can be closed */
 };
 
-/* fresh: do not hand out a kept-alive connection. gen: the generation of the
- * asking batch (pool_generation() when it started); only a batch of the
- * current one reuses kept-alive connections. */
+/* fresh: do not hand out a kept-alive connection. gen: the asking batch's
+ * generation (from pool_batch_begin); it reuses only connections opened by
+ * batches of the same generation. */
 enum pool_rc pool_take(struct origin *o, int fresh, unsigned gen, struct conn **c);
 
-/* Counts reloads: see pool_reload. */
-unsigned pool_generation(void);
+/* A batch starts: returns its generation, the number of reloads so far.
+ * Connections of a generation are kept while it has batches alive (or it is
+ * the current one); pool_batch_end when the batch is over. */
+unsigned pool_batch_begin(void);
+void pool_batch_end(unsigned gen);
 
 /* A connection that served a complete response and may serve another. */
 void pool_release(struct conn *c);
@@ -40,9 +43,10 @@ void pool_close(struct conn *c);
 /* Descriptors ran out while opening: hold the budget at what is open now. */
 void pool_fd_pressure(void);
 
-/* A reload: connections opened before it (under the old address policy and
- * trust store) are closed when idle and never handed out again, and the new
- * limits apply from the next connection on. */
+/* A reload: a new generation begins. Connections opened before it, under
+ * the old address policy and trust store, serve only batches of their own
+ * generation and are closed once those are over; the new limits apply from
+ * the next connection on. */
 void pool_reload(unsigned max_conns, unsigned max_per_host, unsigned idle_timeout_s);
 
 /* True when pool_take could give some origin a connection now. */

@@ -51,7 +51,7 @@ sched_batch_init(struct sched_batch *sb, struct batch *b, unsigned concurrency,
 	sb->bymap = map_new();
 	sb->concurrency = concurrency;
 	sb->per_host = per_host;
-	sb->gen = pool_generation();
+	sb->gen = pool_batch_begin();
 	sb->need_index = SIZE_MAX;
 	sb->batch = b;
 }
@@ -99,6 +99,7 @@ sched_batch_fini(struct sched_batch *sb)
 	if (sb->active)
 		TAILQ_REMOVE(&sched.batches, sb, link);
 	sb->active = 0;
+	pool_batch_end(sb->gen);
 	while ((bh = TAILQ_FIRST(&sb->hosts)) != NULL) {
 		struct origin *o = bh->origin;
 

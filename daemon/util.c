@@ -51,6 +51,14 @@ xmalloc(size_t size)
 	return p;
 }
 
+void *
+xreallocarray(void *p, size_t n, size_t size)
+{
+	if ((p = reallocarray(p, n, size)) == NULL)
+		fatal("out of memory");
+	return p;
+}
+
 char *
 xstrdup(const char *s)
 {

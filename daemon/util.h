@@ -11,6 +11,7 @@
 
 void *xcalloc(size_t n, size_t size);
 void *xmalloc(size_t size);
+void *xreallocarray(void *p, size_t n, size_t size);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 

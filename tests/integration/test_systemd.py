@@ -195,6 +195,22 @@ def test_batch_in_flight_keeps_the_settings_it_started_with(daemon, upstream):
     assert d.batch([upstream.url("/ok")]).kinds() == ["blocked"]
 
 
+def test_batch_across_a_reload_keeps_its_connections(daemon, upstream):
+    d = daemon()
+    urls = [upstream.url("/ok?i=0"), upstream.url("/wait/k")] + [upstream.url("/ok?i=%d" % i) for i in range(1, 6)]
+    s = d.stream(urls, {"concurrency": 1, "per_host": 1})
+    assert upstream.wait_for(lambda u: u.count("/wait/k") == 1)
+    reload(d)
+    upstream.release("k")
+    bs = s.finish()
+    assert [bs[i]["status"] for i in range(7)] == [200] * 7
+    assert [bs[i]["reused"] for i in range(7)] == [False] + [True] * 6
+    assert upstream.connections == 1
+    # Its connection is not handed to a batch of the new configuration.
+    assert d.batch([upstream.url("/ok")])[0]["reused"] is False
+    assert upstream.connections == 2
+
+
 # --- logging ------------------------------------------------------------------
 
 def test_log_lines_carry_priorities_only_on_the_journal_stream(daemon):
