@@ -232,17 +232,26 @@ pool_unidle(struct conn *c)
 	metrics.conns_idle--;
 }
 
+/* o's most recently used idle connection of generation gen, or NULL: a
+ * batch from before a reload reuses only connections opened under its own
+ * policy and trust store, and newer batches never reuse those. */
+static struct conn *
+pool_idle_of(struct origin *o, unsigned gen)
+{
+	struct conn *c;
+
+	TAILQ_FOREACH_REVERSE(c, &o->idle, pool_conns, link)
+		if (c->gen == gen)
+			return c;
+	return NULL;
+}
+
 enum pool_rc
 pool_take(struct origin *o, int fresh, unsigned gen, struct conn **cp)
 {
 	struct conn *c;
 
-	/* The most recently used connection of the asking batch's generation:
-	 * a batch from before a reload reuses only connections opened under
-	 * its own policy and trust store, and newer batches never reuse those. */
-	TAILQ_FOREACH_REVERSE(c, &o->idle, pool_conns, link) {
-		if (fresh || c->gen != gen)
-			continue;
+	if (!fresh && (c = pool_idle_of(o, gen)) != NULL) {
 		pool_unidle(c);
 		bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 		bufferevent_set_timeouts(c->bev, NULL, NULL);
