@@ -4,13 +4,14 @@
 # bare Debian 12 (no make, no compiler, no python3) runs.
 #   sh scripts/deps.sh          build and run
 #   sh scripts/deps.sh test     also what the tests need (the package set too)
-#   sh scripts/deps.sh package  also what `make package` and scripts/package-test need
+#   sh scripts/deps.sh package  also what `make package` and scripts/package-test
+#                               need (build-essential: dpkg-checkbuilddeps wants it)
 #   sh scripts/deps.sh bench    also what scripts/bench needs
 set -eu
 
 build="make gcc libc6-dev pkg-config libevent-dev libjansson-dev libssl-dev libsystemd-dev zlib1g-dev ca-certificates"
 test="python3 python3-pytest dnsmasq curl openssl"
-package="dpkg-dev debhelper lintian man-db groff-base mandoc systemd"
+package="build-essential dpkg-dev debhelper lintian man-db groff-base mandoc systemd"
 bench="nginx libnginx-mod-http-echo wrk curl python3-aiohttp time valgrind tcpdump"
 
 want=$build
