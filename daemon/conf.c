@@ -803,6 +803,18 @@ conf_find(const char *name)
 	return NULL;
 }
 
+int
+conf_bounds(const char *name, uint64_t *min, uint64_t *max)
+{
+	const struct conf_key *k = conf_find(name);
+
+	if (k == NULL || (k->type != CONF_T_UINT && k->type != CONF_T_SIZE))
+		return -1;
+	*min = k->min;
+	*max = k->max;
+	return 0;
+}
+
 /* Applies one "key = value" to the snapshot under construction. */
 static void
 conf_apply(struct conf_parse *p, const char *name, const char *value)

@@ -72,6 +72,11 @@ int conf_set_listen(struct conf *c, char *const *listen, size_t n, const char **
 /* Whether a and b list the same listeners in the same order. */
 int conf_same_listen(const struct conf *a, const struct conf *b);
 
+/* The bounds of the numeric key NAME: 0, or -1 when there is no such key.
+ * A batch option of the same name takes them, so that the file and a batch
+ * accept the same range. */
+int conf_bounds(const char *name, uint64_t *min, uint64_t *max);
+
 int conf_cidr_parse(const char *s, struct conf_cidr *out, const char **why);
 
 struct conf *conf_ref(struct conf *c);

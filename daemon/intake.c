@@ -1,8 +1,12 @@
-/* intake.c: see intake.h. Option limits: concurrency and per_host are capped
- * by max_connections and max_per_host; timeout_ms, connect_timeout_ms,
- * max_body_bytes and follow_redirects by their configured values, which are
- * also their defaults. A value over its cap is lowered to it, not refused:
- * the caller cannot know the daemon's configuration. */
+/* intake.c: see intake.h. Options are a table (intake_opts) whose numeric
+ * rows take the bounds of the configuration key of the same name. Caps:
+ * concurrency and per_host by max_connections and max_per_host; timeout_ms
+ * (a request's own too), connect_timeout_ms, max_body_bytes and
+ * follow_redirects by their configured values, which are also their
+ * defaults. A value over its cap is lowered to it, not refused: the caller
+ * cannot know the daemon's configuration. */
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -13,7 +17,6 @@
 #include "intake.h"
 
 #define INTAKE_MAX_RETRIES 10
-#define INTAKE_MAX_DEADLINE_MS 86400000u
 #define INTAKE_MAX_HEADER_VALUE 8192
 
 int
@@ -138,68 +141,144 @@ intake_defaults(const struct conf *c, struct bopts *o)
 static const char *const body_modes[] = { "auto", "text", "base64", "json", "none", NULL };
 static const char *const orders[] = { "completion", "input", NULL };
 
+static int
+intake_set_headers(const json_t *v, const char *name, struct bopts *o, char *why, size_t whylen)
+{
+	if (intake_headers(v, name, why, whylen) < 0)
+		return -1;
+	o->headers = v;
+	return 0;
+}
+
+static int
+intake_set_body(const json_t *v, const char *name, struct bopts *o, char *why, size_t whylen)
+{
+	int e;
+
+	if (intake_enum(v, name, body_modes, &e, why, whylen) < 0)
+		return -1;
+	o->body = (enum body_mode)e;
+	return 0;
+}
+
+static int
+intake_set_order(const json_t *v, const char *name, struct bopts *o, char *why, size_t whylen)
+{
+	return intake_enum(v, name, orders, &o->order_input, why, whylen);
+}
+
+static int
+intake_set_include_headers(const json_t *v, const char *name, struct bopts *o, char *why,
+    size_t whylen)
+{
+	if (!json_is_boolean(v)) {
+		snprintf(why, whylen, "%s: must be true or false", name);
+		return -1;
+	}
+	o->include_headers = json_is_true(v);
+	return 0;
+}
+
+/*
+ * The options table, in the shape of conf.c's: a row per option. A numeric
+ * option takes the bounds of the configuration key of the same name
+ * (conf_bounds), so that the file and a batch accept one range; only
+ * `retries`, which has no key, carries its own. `cap` names the
+ * configuration field that is the option's ceiling; the others are set by
+ * their row's function.
+ */
+enum intake_type { INTAKE_UINT, INTAKE_SIZE, INTAKE_OTHER };
+
+struct intake_opt {
+	const char *name;
+	enum intake_type type;
+	size_t off;			/* numeric: the field in struct bopts */
+	size_t cap;			/* numeric: the ceiling in struct conf, or INTAKE_NO_CAP */
+	uint64_t min, max;		/* numeric options without a configuration key */
+	int (*set)(const json_t *, const char *, struct bopts *, char *, size_t);
+};
+
+#define INTAKE_NO_CAP SIZE_MAX
+#define BOPTS_OFF(f, T) _Generic(((struct bopts *)0)->f, T: offsetof(struct bopts, f))
+#define CONF_CAP(f, T) _Generic(((struct conf *)0)->f, T: offsetof(struct conf, f))
+
+#define OPT_UINT(f, capf) { .name = #f, .type = INTAKE_UINT, \
+	.off = BOPTS_OFF(f, unsigned), .cap = CONF_CAP(capf, unsigned) }
+#define OPT_SIZE(f, capf) { .name = #f, .type = INTAKE_SIZE, \
+	.off = BOPTS_OFF(f, size_t), .cap = CONF_CAP(capf, size_t) }
+#define OPT_OWN(f, lo, hi) { .name = #f, .type = INTAKE_UINT, \
+	.off = BOPTS_OFF(f, unsigned), .cap = INTAKE_NO_CAP, .min = (lo), .max = (hi) }
+#define OPT_SET(f, fn) { .name = #f, .type = INTAKE_OTHER, .set = (fn) }
+
+static const struct intake_opt intake_opts[] = {
+	OPT_UINT(concurrency, max_connections),
+	OPT_UINT(per_host, max_per_host),
+	OPT_UINT(timeout_ms, timeout_ms),
+	OPT_UINT(connect_timeout_ms, connect_timeout_ms),
+	{ .name = "deadline_ms", .type = INTAKE_UINT, .off = BOPTS_OFF(deadline_ms, unsigned),
+	  .cap = INTAKE_NO_CAP },
+	OPT_SIZE(max_body_bytes, max_body_bytes),
+	OPT_UINT(follow_redirects, follow_redirects),
+	OPT_OWN(retries, 0, INTAKE_MAX_RETRIES),
+	OPT_SET(headers, intake_set_headers),
+	OPT_SET(body, intake_set_body),
+	OPT_SET(order, intake_set_order),
+	OPT_SET(include_headers, intake_set_include_headers),
+};
+
+#define INTAKE_NOPTS (sizeof(intake_opts) / sizeof(intake_opts[0]))
+
+static const struct intake_opt *
+intake_opt_find(const char *name)
+{
+	for (size_t i = 0; i < INTAKE_NOPTS; i++)
+		if (strcmp(intake_opts[i].name, name) == 0)
+			return &intake_opts[i];
+	return NULL;
+}
+
+/* A numeric option's value, checked against its row's bounds and lowered to
+ * its ceiling in c. */
+static int
+intake_number(const struct intake_opt *row, const json_t *v, const char *name,
+    const struct conf *c, unsigned long long *out, char *why, size_t whylen)
+{
+	uint64_t min = row->min, max = row->max;
+	unsigned long long cap = ULLONG_MAX;
+	const char *capp = (const char *)c + row->cap;
+
+	/* Left as they are when the option has no configuration key (retries). */
+	(void)conf_bounds(row->name, &min, &max);
+	if (row->cap != INTAKE_NO_CAP)
+		cap = row->type == INTAKE_SIZE ? *(const size_t *)(const void *)capp :
+		    *(const unsigned *)(const void *)capp;
+	return intake_uint(v, name, min, max, cap, out, why, whylen);
+}
+
 /* One key of "options"; -1 with why on a bad value or an unknown key. */
 static int
 intake_option(const char *k, const json_t *v, const struct conf *c, struct bopts *o, char *why,
     size_t whylen)
 {
+	const struct intake_opt *row;
 	unsigned long long u;
 	char name[80];
-	int e;
+	char *field;
 
 	snprintf(name, sizeof(name), "options.%.60s", k);
-	if (strcmp(k, "concurrency") == 0 || strcmp(k, "per_host") == 0) {
-		int conc = k[0] == 'c';
-		if (intake_uint(v, name, 1, 1000000, conc ? c->max_connections : c->max_per_host, &u,
-		    why, whylen) < 0)
-			return -1;
-		*(conc ? &o->concurrency : &o->per_host) = (unsigned)u;
-	} else if (strcmp(k, "timeout_ms") == 0 || strcmp(k, "connect_timeout_ms") == 0) {
-		int total = k[0] == 't';
-		if (intake_uint(v, name, 1, 86400000, total ? c->timeout_ms : c->connect_timeout_ms,
-		    &u, why, whylen) < 0)
-			return -1;
-		*(total ? &o->timeout_ms : &o->connect_timeout_ms) = (unsigned)u;
-	} else if (strcmp(k, "deadline_ms") == 0) {
-		if (intake_uint(v, name, 0, INTAKE_MAX_DEADLINE_MS, INTAKE_MAX_DEADLINE_MS, &u, why,
-		    whylen) < 0)
-			return -1;
-		o->deadline_ms = (unsigned)u;
-	} else if (strcmp(k, "max_body_bytes") == 0) {
-		if (intake_uint(v, name, 0, 1ull << 40, c->max_body_bytes, &u, why, whylen) < 0)
-			return -1;
-		o->max_body_bytes = (size_t)u;
-	} else if (strcmp(k, "follow_redirects") == 0) {
-		if (intake_uint(v, name, 0, 1000, c->follow_redirects, &u, why, whylen) < 0)
-			return -1;
-		o->follow_redirects = (unsigned)u;
-	} else if (strcmp(k, "retries") == 0) {
-		if (intake_uint(v, name, 0, INTAKE_MAX_RETRIES, INTAKE_MAX_RETRIES, &u, why,
-		    whylen) < 0)
-			return -1;
-		o->retries = (unsigned)u;
-	} else if (strcmp(k, "headers") == 0) {
-		if (intake_headers(v, name, why, whylen) < 0)
-			return -1;
-		o->headers = v;
-	} else if (strcmp(k, "body") == 0) {
-		if (intake_enum(v, name, body_modes, &e, why, whylen) < 0)
-			return -1;
-		o->body = (enum body_mode)e;
-	} else if (strcmp(k, "order") == 0) {
-		if (intake_enum(v, name, orders, &e, why, whylen) < 0)
-			return -1;
-		o->order_input = e;
-	} else if (strcmp(k, "include_headers") == 0) {
-		if (!json_is_boolean(v)) {
-			snprintf(why, whylen, "%s: must be true or false", name);
-			return -1;
-		}
-		o->include_headers = json_is_true(v);
-	} else {
+	if ((row = intake_opt_find(k)) == NULL) {
 		snprintf(why, whylen, "%s: unknown option", name);
 		return -1;
 	}
+	if (row->type == INTAKE_OTHER)
+		return row->set(v, name, o, why, whylen);
+	if (intake_number(row, v, name, c, &u, why, whylen) < 0)
+		return -1;
+	field = (char *)o + row->off;
+	if (row->type == INTAKE_SIZE)
+		*(size_t *)(void *)field = (size_t)u;
+	else
+		*(unsigned *)(void *)field = (unsigned)u;
 	return 0;
 }
 
@@ -376,7 +455,10 @@ intake_fields(const json_t *elem, const struct bopts *o, struct ureq *r, char *w
 		return -1;
 	}
 	if ((v = json_object_get(elem, "timeout_ms")) != NULL) {
-		if (intake_uint(v, "timeout_ms", 1, 86400000, o->timeout_ms, &u, why, whylen) < 0)
+		/* The configured value is the ceiling, not the batch's option: a
+		 * request may ask for more time than its batch's default. */
+		if (intake_number(intake_opt_find("timeout_ms"), v, "timeout_ms", o->conf, &u, why,
+		    whylen) < 0)
 			return -1;
 		r->timeout_ms = (unsigned)u;
 	}

@@ -89,6 +89,16 @@ BAD_DOCS = [
     ("concurrency string", b'{"requests": ["URL"], "options": {"concurrency": "4"}}', "options.concurrency"),
     ("per_host 0", b'{"requests": ["URL"], "options": {"per_host": 0}}', "options.per_host"),
     ("negative timeout", b'{"requests": ["URL"], "options": {"timeout_ms": -1}}', "options.timeout_ms"),
+    # An option's bounds are its configuration key's (doc/config.md).
+    ("timeout over its bound", b'{"requests": ["URL"], "options": {"timeout_ms": 3600001}}',
+     "options.timeout_ms: must be between 1 and 3600000"),
+    ("connect timeout over its bound", b'{"requests": ["URL"], "options": {"connect_timeout_ms": 3600001}}',
+     "options.connect_timeout_ms: must be between 1 and 3600000"),
+    ("redirects over their bound", b'{"requests": ["URL"], "options": {"follow_redirects": 21}}',
+     "options.follow_redirects: must be between 0 and 20"),
+    ("deadline over its bound", b'{"requests": ["URL"], "options": {"deadline_ms": 86400001}}',
+     "options.deadline_ms: must be between 0 and 86400000"),
+    ("retries over their bound", b'{"requests": ["URL"], "options": {"retries": 11}}', "options.retries"),
     ("negative retries", b'{"requests": ["URL"], "options": {"retries": -1}}', "options.retries"),
     ("body mode", b'{"requests": ["URL"], "options": {"body": "xml"}}', "options.body"),
     ("order", b'{"requests": ["URL"], "options": {"order": "random"}}', "options.order"),
@@ -178,6 +188,7 @@ def bad_requests(up):
         ({"url": ok, "body": "a", "json": {}}, "json"),
         ({"url": ok, "body": 5}, "body"),
         ({"url": ok, "timeout_ms": "soon"}, "timeout_ms"),
+        ({"url": ok, "timeout_ms": 3600001}, "timeout_ms: must be between 1 and 3600000"),
         ({"url": ok, "id": [1]}, "id"),
     ]
 

@@ -53,6 +53,22 @@ def test_request_timeout_field_applies_to_that_request(daemon, upstream):
     assert bs.summary["elapsed_ms"] < 2000
 
 
+def test_request_timeout_overrides_the_batch_option(daemon, upstream):
+    # options.timeout_ms is a default: a request's own value may be longer.
+    d = daemon()
+    bs = d.batch([{"url": upstream.url("/delay/1000"), "timeout_ms": 3000}, upstream.url("/delay/1000?b")],
+                 {"timeout_ms": 400})
+    assert bs.kinds() == [None, "timeout"]
+    assert bs[0]["status"] == 200
+
+
+def test_configured_timeout_caps_a_requests_own(daemon, upstream):
+    d = daemon(timeout_ms=300)
+    bs = d.batch([{"url": upstream.url("/delay/1000"), "timeout_ms": 3000}])
+    assert bs.kinds() == ["timeout"]
+    assert bs[0]["timing"]["total_ms"] < 900, bs[0]["timing"]
+
+
 def test_config_timeout_is_the_default(daemon, upstream):
     d = daemon(timeout_ms=300)
     bs = d.batch([upstream.url("/delay/3000")])
