@@ -11,16 +11,23 @@
 #include "jout.h"
 #include "result.h"
 
+/* Names are as long as max_header_bytes allows: lowered a slice at a time
+ * into one JSON string. */
 static void
 result_lower_name(struct jbuf *out, const char *name, size_t n)
 {
 	char buf[256];
 
-	if (n > sizeof(buf))
-		n = sizeof(buf);
-	for (size_t i = 0; i < n; i++)
-		buf[i] = (char)tolower((unsigned char)name[i]);
-	jout_str(out, buf, n);
+	jb_add(out, "\"", 1);
+	while (n > 0) {
+		size_t k = n < sizeof(buf) ? n : sizeof(buf);
+		for (size_t i = 0; i < k; i++)
+			buf[i] = (char)tolower((unsigned char)name[i]);
+		jout_esc(out, buf, k);
+		name += k;
+		n -= k;
+	}
+	jb_add(out, "\"", 1);
 }
 
 static int

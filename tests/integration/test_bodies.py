@@ -121,6 +121,15 @@ def test_response_headers(daemon, upstream):
     assert h["content-type"] == "text/plain"
 
 
+def test_long_header_names_are_whole(daemon, upstream):
+    # Names are bounded by max_header_bytes only: two 1000-byte names that differ
+    # in their last byte stay two keys, whole and lower-cased.
+    d = daemon()
+    h = d.batch([upstream.url("/longnames/1000")])[0]["headers"]
+    stem = "x-" + "n" * 997
+    assert h[stem + "1"] == "one" and h[stem + "2"] == "two", sorted(k[:8] + ".." + k[-4:] for k in h)
+
+
 def test_single_set_cookie_is_still_an_array(daemon, upstream):
     d = daemon()
     h = d.batch([upstream.url("/cookie")])[0]["headers"]

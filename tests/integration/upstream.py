@@ -28,6 +28,7 @@ Paths (query parameters in brackets; on any path, close=1 answers with
   /echo                     JSON of the request as received: method, target, headers (raw list), body
   /headers                  repeated headers and two Set-Cookie;  /cookie: one Set-Cookie
   /bigheader/N              one header with an N-byte value
+  /longnames/N              two headers whose N-byte names differ only in their last byte
   /malformed/KIND           te_cl, dup_cl, bad_chunk, bare_lf, garbage_status, truncated,
                             truncated_chunked, bad_status_code
   /flaky/N                  the first N hits of [key=path] get [status=503] [retry_after=S], then 200
@@ -734,6 +735,10 @@ class _Conn:
 
     def r_bigheader(self, req, arg):
         self.respond(200, b"big\n", [("Content-Type", "text/plain"), ("X-Big", "x" * int(arg))])
+
+    def r_longnames(self, req, arg):
+        stem = "X-" + "N" * (int(arg) - 3)
+        self.respond(200, b"n\n", [("Content-Type", "text/plain"), (stem + "1", "one"), (stem + "2", "two")])
 
     def r_malformed(self, req, arg):
         raw = MALFORMED[arg]

@@ -268,6 +268,52 @@ test_result_object(void)
 	json_decref(elem);
 }
 
+/* Header names are not cut at any fixed length: names that differ only past
+ * the lowering buffer's size are two keys, whole. */
+static void
+test_long_header_names(void)
+{
+	struct bopts o = { .include_headers = 1, .body = BODY_NONE };
+	struct ureq r = { .opts = &o, .attempts = 1 };
+	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+	char name[700], want[700];
+	const char *why;
+	json_t *elem = json_string("http://a.test/"), *v, *h;
+	char *got;
+
+	evbuffer_add_printf(in, "HTTP/1.1 200 OK\r\n");
+	for (int i = 1; i <= 2; i++) {
+		memset(name, 'N', sizeof(name) - 2);
+		name[sizeof(name) - 2] = (char)('0' + i);
+		name[sizeof(name) - 1] = '\0';
+		evbuffer_add_printf(in, "%s: v%d\r\n", name, i);
+	}
+	evbuffer_add_printf(in, "Content-Length: 0\r\n\r\n");
+	CHECK(h1_parse_head(in, 65536, 0, &r.head, &why) == H1_DONE);
+	r.resp = evbuffer_new();
+	result_write(out, &r, elem, 0);
+	got = text_of(out);
+	v = json_loads(got, JSON_REJECT_DUPLICATES, NULL);
+	CHECK(v != NULL);
+	h = json_object_get(v, "headers");
+	CHECK(json_object_size(h) == 3);
+	for (int i = 1; i <= 2; i++) {
+		char val[4];
+		memset(want, 'n', sizeof(want) - 2);
+		want[sizeof(want) - 2] = (char)('0' + i);
+		want[sizeof(want) - 1] = '\0';
+		snprintf(val, sizeof(val), "v%d", i);
+		CHECK_STR(json_string_value(json_object_get(h, want)), val);
+	}
+	json_decref(v);
+	free(got);
+	h1_head_clear(&r.head);
+	evbuffer_free(r.resp);
+	evbuffer_free(in);
+	evbuffer_free(out);
+	json_decref(elem);
+}
+
 int
 main(void)
 {
@@ -278,5 +324,6 @@ main(void)
 	test_base64_long();
 	test_base64_against_openssl();
 	test_result_object();
+	test_long_header_names();
 	return UNIT_DONE();
 }
