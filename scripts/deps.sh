@@ -5,13 +5,14 @@
 #   sh scripts/deps.sh          build and run
 #   sh scripts/deps.sh test     also what the tests need (the package set too)
 #   sh scripts/deps.sh package  also what `make package` and scripts/package-test
-#                               need (build-essential: dpkg-checkbuilddeps wants it)
+#                               need (build-essential: dpkg-checkbuilddeps wants it;
+#                               procps: /bin/kill, which systemd-analyze verify checks)
 #   sh scripts/deps.sh bench    also what scripts/bench needs
 set -eu
 
 build="make gcc libc6-dev pkg-config libevent-dev libjansson-dev libssl-dev libsystemd-dev zlib1g-dev ca-certificates"
 test="python3 python3-pytest dnsmasq curl openssl"
-package="build-essential dpkg-dev debhelper lintian man-db groff-base mandoc systemd"
+package="build-essential dpkg-dev debhelper lintian man-db groff-base mandoc systemd procps"
 bench="nginx libnginx-mod-http-echo wrk curl python3-aiohttp time valgrind tcpdump"
 
 want=$build
