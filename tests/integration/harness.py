@@ -86,6 +86,7 @@ class Dnsmasq:
         "d.test": "127.0.0.1",
         "blocked.test": "127.0.0.2",
         "v6.test": "::1",
+        "mixed.test": ("127.0.0.1", "127.0.0.2"),  # dnsmasq rotates the order per answer
     }
     TTL = 60
 
@@ -110,7 +111,8 @@ class Dnsmasq:
                "--bind-interfaces", "--listen-address=127.0.0.1", "--port=%d" % self.port,
                "--log-queries", "--log-facility=%s" % self.log, "--local-ttl=%d" % self.TTL,
                "--user=root", "--group=root", "--pid-file=", "--local=/test/", "--cache-size=0"]
-        cmd += ["--host-record=%s,%s" % (n, a) for n, a in self.HOSTS.items()]
+        cmd += ["--host-record=%s,%s" % (n, a) for n, addrs in self.HOSTS.items()
+                for a in ((addrs,) if isinstance(addrs, str) else addrs)]
         self.errfile = open(os.path.join(self.dir, "dnsmasq.stderr"), "w+")
         self.proc = subprocess.Popen(cmd, stdout=self.errfile, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 5

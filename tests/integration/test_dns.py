@@ -87,3 +87,16 @@ def test_dns_cache_size_bounds_the_cache(daemon, upstream, dns):
     for host in ("a.test", "b.test", "a.test"):
         assert d.batch([upstream.url("/ok?close=1", host=host)])[0]["status"] == 200
     assert dns.count("a.test") == 2 and dns.count("b.test") == 1
+
+
+def test_every_address_of_a_name_is_checked_against_the_policy(daemon, upstream, dns):
+    # mixed.test is 127.0.0.1 and 127.0.0.2, in an order dnsmasq rotates per answer;
+    # with no caching each batch resolves anew, so some answers list the allowed
+    # address first. Every one must be refused whole, and 127.0.0.1 never reached.
+    d = daemon(deny="127.0.0.2/32", dns_min_ttl_s=0, dns_max_ttl_s=0)
+    for i in range(4):
+        bs = d.batch(["http://mixed.test:%d/ok?i=%d" % (upstream.port, i)])
+        assert bs.kinds() == ["blocked"], bs[0]
+        assert "127.0.0.2" in bs[0]["error"]["message"]
+    assert dns.count("mixed.test", types=("A",)) == 4
+    assert upstream.stats()["connections"] == 0

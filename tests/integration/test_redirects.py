@@ -41,6 +41,38 @@ def test_absolute_location_to_another_origin(daemon, upstreams):
     assert b.reqs()[0].target == "/ok?from=a"
 
 
+CREDENTIALS = {"Authorization": "Bearer s3cret", "cookie": "session=1"}  # names compared case-insensitively
+PROXY_CREDENTIALS = {"Proxy-Authorization": "Basic cDpx"}  # from options.headers
+
+
+def credentialed(url):
+    return {"url": url, "headers": dict(CREDENTIALS, **{"X-Other": "kept"})}
+
+
+def test_credentials_are_dropped_on_a_redirect_to_another_origin(daemon, upstreams):
+    a, b = upstreams(2)  # one host, two ports: two origins
+    d = daemon()
+    target = b.url("/echo")
+    bs = d.batch([credentialed(a.url("/redirect-to?url=" + quote(target, safe="")))],
+                 {"headers": PROXY_CREDENTIALS})
+    assert bs[0]["status"] == 200 and bs[0]["final_url"] == target
+    first, hop = a.reqs()[0], b.reqs()[0]
+    for name, value in dict(CREDENTIALS, **PROXY_CREDENTIALS).items():
+        assert first.header_all(name) == [value], (name, first.raw_head)
+        assert hop.header_all(name) == [], (name, hop.raw_head)
+    assert hop.header_all("X-Other") == ["kept"]
+
+
+def test_credentials_are_kept_on_a_same_origin_redirect(daemon, upstream):
+    d = daemon()
+    bs = d.batch([credentialed(upstream.url("/redirect/2"))], {"headers": PROXY_CREDENTIALS})
+    assert bs[0]["status"] == 200
+    assert len(upstream.reqs()) == 3
+    for req in upstream.reqs():
+        for name, value in dict(CREDENTIALS, **PROXY_CREDENTIALS).items():
+            assert req.header_all(name) == [value], (name, req.raw_head)
+
+
 def test_redirect_to_a_name_is_resolved(daemon, upstream, dns):
     d = daemon()
     target = upstream.url("/ok", host="c.test")
