@@ -29,8 +29,9 @@ api_reply(struct evhttp_request *req, int status, const char *type, const char *
 }
 
 /* A batch-level error: {"error":{"kind":...,"message":...}}, the message
- * escaped as JSON since it may quote the caller's document. */
-void
+ * escaped as JSON since it may quote the caller's document. allow: the
+ * Allow header, or NULL. */
+static void
 api_error(struct evhttp_request *req, int status, const char *kind, const char *msg,
     const char *allow)
 {
@@ -66,6 +67,36 @@ api_metrics(struct evhttp_request *req)
 	evbuffer_free(out);
 }
 
+/* POST /v1/batch: the batch streams its own answer; a refusal is ours. */
+static void
+api_batch(struct evhttp_request *req)
+{
+	char why[256];
+	int status;
+
+	if (api.stopping) {
+		metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
+		api_error(req, 503, "overloaded", "shutting down", NULL);
+		return;
+	}
+	if ((status = batch_handle(req, api.conf, api.tls, why, sizeof(why))) == 0)
+		return;
+	switch (status) {
+	case 503:
+		metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
+		api_error(req, status, "overloaded", why, NULL);
+		break;
+	case 413:
+		metrics.batches_rejected[METRICS_REJECT_TOO_LARGE]++;
+		api_error(req, status, "too_large", why, NULL);
+		break;
+	default:
+		metrics.batches_rejected[METRICS_REJECT_BAD_REQUEST]++;
+		api_error(req, status, "bad_request", why, NULL);
+		break;
+	}
+}
+
 static void
 api_route(struct evhttp_request *req, void *arg)
 {
@@ -79,11 +110,8 @@ api_route(struct evhttp_request *req, void *arg)
 	if (strcmp(path, "/v1/batch") == 0) {
 		if (cmd != EVHTTP_REQ_POST)
 			api_error(req, 405, "method_not_allowed", "use POST", "POST");
-		else if (api.stopping) {
-			metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
-			api_error(req, 503, "overloaded", "shutting down", NULL);
-		} else
-			batch_handle(req, api.conf, api.tls);
+		else
+			api_batch(req);
 	} else if (strcmp(path, "/healthz") == 0) {
 		if (get)
 			api_reply(req, 200, "application/json", "{\"status\":\"ok\"}\n");

@@ -15,10 +15,4 @@ void api_set_conf(struct conf *c, SSL_CTX *tls);
 void api_stop_accepting(void);
 void api_shutdown(void);
 
-struct evhttp_request;
-
-/* Answers req with a batch-level error; allow: the Allow header, or NULL. */
-void api_error(struct evhttp_request *req, int status, const char *kind, const char *msg,
-    const char *allow);
-
 #endif

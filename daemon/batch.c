@@ -13,6 +13,7 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -23,13 +24,13 @@
 #include <jansson.h>
 #include <openssl/ssl.h>
 
-#include "api.h"
 #include "batch.h"
 #include "conf.h"
 #include "intake.h"
 #include "jout.h"
 #include "log.h"
 #include "metrics.h"
+#include "report.h"
 #include "result.h"
 #include "sched.h"
 #include "upstream.h"
@@ -47,8 +48,8 @@ struct batch {
 	json_t *doc;
 	const json_t *reqs;		/* doc's "requests" */
 	struct bopts opts;
-	struct sched_batch sb;
-	TAILQ_HEAD(, ureq) live;	/* requests without a result yet */
+	struct sched_batch *sb;
+	TAILQ_HEAD(, breq) live;	/* dispatched requests without a result yet */
 	size_t n, done, responses, errors;
 	uint64_t t_start;
 	struct event *deadline;
@@ -63,10 +64,20 @@ struct batch {
 	struct event *intake;		/* checks the next slice on a later turn */
 	int intake_done;
 	int complete;			/* 0 once cut short */
+	int paused;			/* dispatching stopped: the caller is slow */
 	int finishing;			/* summary written */
 	int released;			/* free scheduled */
 	char caller[64];
 	TAILQ_ENTRY(batch) link;
+};
+
+/* One dispatched request: the scheduler's handle and the upstream request,
+ * from dispatch to result. */
+struct breq {
+	struct batch *b;
+	struct sched_req *sr;
+	struct ureq *u;
+	TAILQ_ENTRY(breq) link;		/* b->live */
 };
 
 static struct {
@@ -98,12 +109,6 @@ batch_count(void)
 	return bs.count;
 }
 
-struct sched_batch *
-batch_sb(struct batch *b)
-{
-	return &b->sb;
-}
-
 static void
 batch_free(evutil_socket_t fd, short what, void *arg)
 {
@@ -114,7 +119,7 @@ batch_free(evutil_socket_t fd, short what, void *arg)
 	TAILQ_REMOVE(&bs.all, b, link);
 	bs.count--;
 	metrics.batches_in_flight--;
-	sched_batch_fini(&b->sb);
+	sched_batch_free(b->sb);
 	if (b->slots != NULL)
 		for (size_t i = 0; i < b->n; i++)
 			if (b->slots[i] != NULL)
@@ -175,12 +180,11 @@ batch_pressure(struct batch *b)
 {
 	int paused = batch_unsent(b) > b->conf->output_buffer_bytes;
 
-	b->sb.need_index = b->opts.order_input ? b->next_out : SIZE_MAX;
-	if (paused != b->sb.paused) {
+	if (paused != b->paused) {
 		log_debug("batch %u: %s", b->id, paused ? "caller is slow: pausing" : "resuming");
-		b->sb.paused = paused;
+		b->paused = paused;
 	}
-	sched_batch_changed(&b->sb);
+	sched_set_output(b->sb, paused, b->opts.order_input ? b->next_out : SIZE_MAX);
 }
 
 static void
@@ -246,11 +250,11 @@ batch_summary(struct batch *b)
 static void batch_finish(struct batch *b);
 static void batch_result_error(struct batch *b, size_t index, enum kind kind, const char *msg);
 
-void
-batch_result(struct batch *b, struct ureq *r)
+/* Request r's result: written (or kept for its turn) if the caller is
+ * there. */
+static void
+batch_result(struct batch *b, const struct report *r)
 {
-	if (r->t_dispatch != 0)	/* materialised, and so on the live list */
-		TAILQ_REMOVE(&b->live, r, blink);
 	b->done++;
 	if (r->kind == KIND_NONE)
 		b->responses++;
@@ -260,10 +264,10 @@ batch_result(struct batch *b, struct ureq *r)
 		const json_t *elem = json_array_get(b->reqs, r->index);
 		if (b->opts.order_input && r->index != b->next_out) {
 			b->slots[r->index] = evbuffer_new();
-			result_write(b->slots[r->index], r, elem, b->t_start);
+			result_write(b->slots[r->index], r, &b->opts, elem, b->t_start);
 			b->slot_bytes += evbuffer_get_length(b->slots[r->index]);
 		} else {
-			result_write(b->scratch, r, elem, b->t_start);
+			result_write(b->scratch, r, &b->opts, elem, b->t_start);
 			batch_emit(b, b->scratch);
 			b->next_out++;
 			while (b->opts.order_input && b->next_out < b->n &&
@@ -276,7 +280,6 @@ batch_result(struct batch *b, struct ureq *r)
 			}
 		}
 	}
-	upstream_free(r);
 	if (b->intake_done && b->done == b->n)
 		batch_finish(b);
 	else if (b->req != NULL)
@@ -309,15 +312,13 @@ batch_finish(struct batch *b)
 static void
 batch_abort(struct batch *b, enum kind kind, const char *why)
 {
-	struct ureq *r;
+	struct breq *q;
 	size_t i;
 
 	b->complete = 0;
-	while ((r = TAILQ_FIRST(&b->live)) != NULL) {
-		sched_remove(r);
-		upstream_abort(r, kind, why);
-	}
-	while (sched_pop_new(&b->sb, &i))
+	while ((q = TAILQ_FIRST(&b->live)) != NULL)
+		upstream_abort(q->u, kind, why);	/* its done takes it off the list */
+	while (sched_pop_new(b->sb, &i))
 		batch_result_error(b, i, kind, why);
 	while (!b->intake_done && b->next_intake < b->n)
 		batch_result_error(b, b->next_intake++, kind, why);
@@ -409,35 +410,32 @@ batch_wants_ndjson(struct evhttp_request *req)
 	return nd;
 }
 
-/* Parses and checks the document; answers the caller itself on failure. */
-static json_t *
-batch_document(struct evhttp_request *req, const struct conf *c, struct bopts *o)
+/* Parses and checks the document: 0 with *docp, or the status to refuse it
+ * with and why. */
+static int
+batch_document(struct evhttp_request *req, const struct conf *c, struct bopts *o,
+    json_t **docp, char *why, size_t whylen)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t len = evbuffer_get_length(in);
 	json_error_t err;
-	char why[256];
 	json_t *doc;
 	int status;
 
 	doc = json_loadb(len ? (const char *)evbuffer_pullup(in, -1) : "", len, JSON_ALLOW_NUL, &err);
 	if (doc == NULL) {
-		snprintf(why, sizeof(why), "not JSON: %s (line %d, column %d)", err.text, err.line,
+		snprintf(why, whylen, "not JSON: %s (line %d, column %d)", err.text, err.line,
 		    err.column);
-		metrics.batches_rejected[METRICS_REJECT_BAD_REQUEST]++;
-		api_error(req, 400, "bad_request", why, NULL);
-		return NULL;
+		return 400;
 	}
 	evbuffer_drain(in, len);
-	status = intake_document(doc, c, o, why, sizeof(why));
+	status = intake_document(doc, c, o, why, whylen);
 	if (status != 0) {
-		metrics.batches_rejected[status == 413 ? METRICS_REJECT_TOO_LARGE :
-		    METRICS_REJECT_BAD_REQUEST]++;
-		api_error(req, status, status == 413 ? "too_large" : "bad_request", why, NULL);
 		json_decref(doc);
-		return NULL;
+		return status;
 	}
-	return doc;
+	*docp = doc;
+	return 0;
 }
 
 static void
@@ -490,26 +488,80 @@ batch_start_stream(struct batch *b)
 static void
 batch_result_error(struct batch *b, size_t index, enum kind kind, const char *msg)
 {
-	struct ureq *r = upstream_new(b, &b->opts, index);
+	struct report r;
 
-	r->kind = kind;
-	snprintf(r->msg, sizeof(r->msg), "%s", msg);
-	r->t_phase = now_us();
+	memset(&r, 0, sizeof(r));
+	r.index = index;
+	r.kind = kind;
+	snprintf(r.msg, sizeof(r.msg), "%s", msg);
+	r.t_end = now_us();
 	metrics.requests[kind]++;
-	batch_result(b, r);
+	batch_result(b, &r);
 }
 
-struct ureq *
-batch_materialize(struct batch *b, size_t index)
+/*
+ * A dispatched request reports through these; each is q's.
+ */
+static void
+batch_req_requeue(void *arg, const struct url *u, int fresh)
 {
-	const json_t *elem = json_array_get(b->reqs, index);
-	struct ureq *r = upstream_new(b, &b->opts, index);
-	char why[sizeof(r->msg)];
+	struct breq *q = arg;
 
-	if (intake_request(elem, &b->opts, r, why, sizeof(why)) < 0)
-		fatal("batch %u: request %zu passed intake, then failed it: %s", b->id, index, why);
-	TAILQ_INSERT_TAIL(&b->live, r, blink);
-	return r;
+	sched_requeue(q->sr, u, fresh);
+}
+
+static void
+batch_req_released(void *arg)
+{
+	struct breq *q = arg;
+
+	sched_release(q->sr);
+}
+
+static void
+batch_req_done(void *arg, const struct report *rep)
+{
+	struct breq *q = arg;
+	struct batch *b = q->b;
+
+	TAILQ_REMOVE(&b->live, q, link);
+	sched_finished(q->sr);
+	upstream_free(q->u);
+	free(q);
+	batch_result(b, rep);	/* may end the batch: last */
+}
+
+static const struct upstream_owner batch_req_owner = {
+	.requeue = batch_req_requeue,
+	.released = batch_req_released,
+	.done = batch_req_done,
+};
+
+/* From the scheduler: sr may go on c. The first time, its request is made
+ * from the document: intake queued it as an index only. */
+static void
+batch_dispatch(void *owner, struct sched_req *sr, struct conn *c, int reused)
+{
+	struct batch *b = owner;
+	struct breq *q = sched_req_data(sr);
+
+	if (q == NULL) {
+		size_t index = sched_req_index(sr);
+		struct reqspec spec;
+		char why[160];
+
+		if (intake_request(json_array_get(b->reqs, index), &b->opts, &spec, why,
+		    sizeof(why)) < 0)
+			fatal("batch %u: request %zu passed intake, then failed it: %s", b->id,
+			    index, why);
+		q = xcalloc(1, sizeof(*q));
+		q->b = b;
+		q->sr = sr;
+		q->u = upstream_new(&batch_req_owner, q, &b->opts, index, &spec);
+		sched_req_set_data(sr, q);
+		TAILQ_INSERT_TAIL(&b->live, q, link);
+	}
+	upstream_start(q->u, c, reused);
 }
 
 /* Checks up to BATCH_INTAKE_SLICE elements: each is queued as an index for
@@ -522,18 +574,17 @@ batch_intake_slice(struct batch *b)
 	const json_t *reqs = b->reqs;
 	/* A short first slice: the first requests go out sooner. */
 	size_t end = b->next_intake + (b->next_intake == 0 ? BATCH_INTAKE_FIRST : BATCH_INTAKE_SLICE);
-	struct ureq tmp;
-	char why[sizeof(tmp.msg)];
+	struct reqspec spec;
+	char why[160];
 
 	for (; b->next_intake < b->n && b->next_intake < end; b->next_intake++) {
 		size_t i = b->next_intake;
 
-		memset(&tmp, 0, sizeof(tmp));
-		if (intake_request(json_array_get(reqs, i), &b->opts, &tmp, why, sizeof(why)) < 0)
+		if (intake_request(json_array_get(reqs, i), &b->opts, &spec, why, sizeof(why)) < 0)
 			batch_result_error(b, i, KIND_INVALID_REQUEST, why);
 		else
-			sched_enqueue_new(&b->sb, &tmp.url, i);
-		url_free(&tmp.url);
+			sched_enqueue_new(b->sb, &spec.url, i);
+		url_free(&spec.url);
 	}
 	if (b->next_intake < b->n) {
 		/* A timer, not event_active(): an active event would run in this
@@ -555,20 +606,20 @@ batch_intake_more(evutil_socket_t fd, short what, void *arg)
 	batch_intake_slice(arg);
 }
 
-void
-batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls)
+int
+batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls, char *why, size_t whylen)
 {
 	struct batch *b;
 	struct bopts o;
 	json_t *doc;
+	int status;
 
 	if (bs.count >= c->max_batches) {
-		metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
-		api_error(req, 503, "overloaded", "too many batches in flight; retry later", NULL);
-		return;
+		snprintf(why, whylen, "too many batches in flight; retry later");
+		return 503;
 	}
-	if ((doc = batch_document(req, c, &o)) == NULL)
-		return;
+	if ((status = batch_document(req, c, &o, &doc, why, whylen)) != 0)
+		return status;
 	b = xcalloc(1, sizeof(*b));
 	b->id = ++bs.next_id;
 	b->req = req;
@@ -590,7 +641,7 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls)
 	if (b->opts.order_input)
 		b->slots = xcalloc(b->n, sizeof(*b->slots));
 	batch_caller_name(b);
-	sched_batch_init(&b->sb, b, b->opts.concurrency, b->opts.per_host);
+	b->sb = sched_batch_new(batch_dispatch, b, b->opts.concurrency, b->opts.per_host);
 	TAILQ_INSERT_TAIL(&bs.all, b, link);
 	bs.count++;
 	metrics.batches_total++;
@@ -602,8 +653,9 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls)
 		b->deadline = evtimer_new(bs.base, batch_deadline, b);
 		evtimer_add(b->deadline, &tv);
 	}
-	sched_batch_start(&b->sb);
+	sched_batch_start(b->sb);
 	batch_intake_slice(b);
 	if (!b->finishing)
 		batch_pressure(b);
+	return 0;
 }

@@ -3,26 +3,19 @@
 #ifndef FANOUTD_BATCH_H
 #define FANOUTD_BATCH_H
 
-#include "engine.h"
-
 struct event_base;
 struct evhttp_request;
 struct conf;
+struct ssl_ctx_st;
 
 /* idle: called whenever the last batch is freed (for shutdown). */
 void batch_init(struct event_base *base, void (*idle)(void));
 
-/* POST /v1/batch: takes the request, answers it (an error, or a stream). */
-void batch_handle(struct evhttp_request *req, struct conf *c, struct ssl_ctx_st *tls);
-
-/* From upstream.c: r is finished; the batch writes its result and frees it. */
-void batch_result(struct batch *b, struct ureq *r);
-
-struct sched_batch *batch_sb(struct batch *b);
-
-/* From sched.c, at dispatch: the ureq of request index, which intake
- * queued as an index only. */
-struct ureq *batch_materialize(struct batch *b, size_t index);
+/* POST /v1/batch: takes the request and answers it with the stream of
+ * results. Returns 0, or the HTTP status to refuse it with (400, 413, 503)
+ * and why; the caller answers a refusal. */
+int batch_handle(struct evhttp_request *req, struct conf *c, struct ssl_ctx_st *tls,
+    char *why, size_t whylen);
 
 /* Batches accepted and not yet freed. */
 unsigned batch_count(void);

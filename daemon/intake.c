@@ -345,7 +345,7 @@ intake_document(const json_t *doc, const struct conf *c, struct bopts *o, char *
 }
 
 static int
-intake_url(const json_t *v, struct ureq *r, char *why, size_t whylen)
+intake_url(const json_t *v, struct reqspec *r, char *why, size_t whylen)
 {
 	char msg[160];
 
@@ -371,7 +371,7 @@ intake_url(const json_t *v, struct ureq *r, char *why, size_t whylen)
 /* A caller's Host must name what the URL names: anything else would send
  * one origin's request to another. */
 static int
-intake_host_header(const json_t *h, const struct ureq *r, char *why, size_t whylen)
+intake_host_header(const json_t *h, const struct reqspec *r, char *why, size_t whylen)
 {
 	const char *k;
 	json_t *v;
@@ -415,7 +415,7 @@ intake_keys(const json_t *elem, char *why, size_t whylen)
 }
 
 static int
-intake_fields(const json_t *elem, const struct bopts *o, struct ureq *r, char *why,
+intake_fields(const json_t *elem, const struct bopts *o, struct reqspec *r, char *why,
     size_t whylen)
 {
 	const json_t *v;
@@ -466,12 +466,12 @@ intake_fields(const json_t *elem, const struct bopts *o, struct ureq *r, char *w
 }
 
 int
-intake_request(const json_t *elem, const struct bopts *o, struct ureq *r, char *why,
+intake_request(const json_t *elem, const struct bopts *o, struct reqspec *r, char *why,
     size_t whylen)
 {
+	memset(r, 0, sizeof(*r));
 	r->method = "GET";
 	r->timeout_ms = o->timeout_ms;
-	r->max_body = o->max_body_bytes;
 	if (json_is_string(elem))
 		return intake_url(elem, r, why, whylen);
 	if (intake_keys(elem, why, whylen) < 0 ||

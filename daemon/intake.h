@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include "engine.h"
+#include "spec.h"
 
 struct conf;
 
@@ -16,10 +16,10 @@ struct conf;
 int intake_document(const struct json_t *doc, const struct conf *c, struct bopts *o,
     char *why, size_t whylen);
 
-/* Checks one element of "requests" and fills r's request fields (url,
- * method, headers, body, timeout). Returns 0, or -1 with why. */
-int intake_request(const struct json_t *elem, const struct bopts *o, struct ureq *r, char *why,
-    size_t whylen);
+/* Checks one element of "requests" and fills r (its url is then the
+ * caller's to free, whatever the outcome). Returns 0, or -1 with why. */
+int intake_request(const struct json_t *elem, const struct bopts *o, struct reqspec *r,
+    char *why, size_t whylen);
 
 /* True when s is an RFC 9110 token (methods, header names). */
 int intake_token(const char *s);

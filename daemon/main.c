@@ -286,6 +286,7 @@ main_teardown(void)
 		event_free(m.drain);
 	listen_close_all();
 	evhttp_free(m.http);
+	upstream_shutdown();
 	pool_shutdown();
 	sched_shutdown();
 	dnscache_shutdown();

@@ -6,8 +6,9 @@
  * that the next batch to it resumes; at most POOL_MAX_RETIRED of them, the
  * least recently used going first. */
 
-#define POOL_MAX_RETIRED 1024
 #include <stdlib.h>
+#include <sys/queue.h>
+#include <arpa/inet.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -17,10 +18,36 @@
 #include "map.h"
 #include "metrics.h"
 #include "pool.h"
-#include "sched.h"
 #include "tls.h"
+#include "url.h"
+#include "util.h"
+
+#define POOL_MAX_RETIRED 1024
+
+struct origin {
+	char *key;			/* "http://host:port", the map key */
+	int https;
+	unsigned refcnt;		/* takers' gets and conns */
+	unsigned nconns;		/* open or opening, idle included */
+	TAILQ_HEAD(pool_conns, conn) idle;	/* most recently used last */
+	struct tls_sessions *tls;	/* to resume */
+	int retired;			/* unreferenced, kept for its TLS sessions */
+	TAILQ_ENTRY(origin) retire_link;
+	void *data;			/* the layer above's */
+};
+
+struct conn {
+	struct bufferevent *bev;	/* NULL until its taker connects it */
+	struct origin *origin;
+	char remote[INET6_ADDRSTRLEN + 8];
+	unsigned gen;			/* the pool generation of the batch that opened it */
+	int idle;
+	TAILQ_ENTRY(conn) link;		/* origin->idle */
+	TAILQ_ENTRY(conn) lru;		/* the pool's global idle list */
+};
 
 static struct {
+	const struct pool_listener *listener;
 	struct event_base *base;
 	struct map *origins;
 	TAILQ_HEAD(, conn) idle;	/* all idle connections, oldest first */
@@ -47,13 +74,33 @@ static struct {
 static void pool_origin_free(struct origin *o);
 
 static void
+pool_tell_room(void)
+{
+	if (pool.listener != NULL)
+		pool.listener->room_freed();
+}
+
+static void
+pool_tell_origin(struct origin *o)
+{
+	if (pool.listener != NULL)
+		pool.listener->origin_freed(o);
+}
+
+static void
 pool_restore(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	(void)arg;
 	pool.budget = pool.configured;
-	sched_slot_freed();
+	pool_tell_room();
+}
+
+void
+pool_set_listener(const struct pool_listener *listener)
+{
+	pool.listener = listener;
 }
 
 void
@@ -161,7 +208,7 @@ pool_reload(unsigned max_conns, unsigned max_per_host, unsigned idle_timeout_s)
 		pool.budget = max_conns;
 	pool.max_per_host = max_per_host;
 	pool.idle_timeout.tv_sec = idle_timeout_s;
-	sched_slot_freed();	/* raised limits can let waiting origins go */
+	pool_tell_room();	/* raised limits can let waiting origins go */
 }
 
 int
@@ -178,9 +225,8 @@ pool_origin_free(struct origin *o)
 		pool.nretired--;
 	}
 	map_del(pool.origins, o->key);
-	tls_origin_free(o);
+	tls_sessions_free(o->tls);
 	free(o->key);
-	free(o->host);
 	free(o);
 }
 
@@ -198,10 +244,8 @@ pool_origin_get(const struct url *u)
 		o = xcalloc(1, sizeof(*o));
 		o->key = xstrdup(u->origin);
 		o->https = u->https;
-		o->host = xstrdup(u->host);
-		o->port = u->port;
+		o->tls = tls_sessions_new();
 		TAILQ_INIT(&o->idle);
-		TAILQ_INIT(&o->waiters);
 		map_put(pool.origins, o->key, o);
 	}
 	o->refcnt++;
@@ -213,7 +257,7 @@ pool_origin_put(struct origin *o)
 {
 	if (--o->refcnt > 0)
 		return;
-	if (o->ntls_sessions == 0) {
+	if (tls_sessions_count(o->tls) == 0) {
 		pool_origin_free(o);
 		return;
 	}
@@ -221,6 +265,24 @@ pool_origin_put(struct origin *o)
 	TAILQ_INSERT_TAIL(&pool.retired, o, retire_link);
 	if (++pool.nretired > POOL_MAX_RETIRED)
 		pool_origin_free(TAILQ_FIRST(&pool.retired));
+}
+
+const char *
+pool_origin_key(const struct origin *o)
+{
+	return o->key;
+}
+
+void *
+pool_origin_data(const struct origin *o)
+{
+	return o->data;
+}
+
+void
+pool_origin_set_data(struct origin *o, void *data)
+{
+	o->data = data;
 }
 
 static void
@@ -317,8 +379,8 @@ pool_release(struct conn *c)
 	bufferevent_setcb(c->bev, pool_idle_read, NULL, pool_idle_event, c);
 	bufferevent_set_timeouts(c->bev, &pool.idle_timeout, NULL);
 	bufferevent_enable(c->bev, EV_READ);
-	sched_origin_freed(o);
-	sched_slot_freed();	/* an idle connection can be closed for another origin */
+	pool_tell_origin(o);
+	pool_tell_room();	/* an idle connection can be closed for another origin */
 }
 
 void
@@ -337,9 +399,39 @@ pool_close(struct conn *c)
 	pool.nconns--;
 	metrics.conns_open--;
 	free(c);
-	sched_origin_freed(o);
-	sched_slot_freed();
+	pool_tell_origin(o);
+	pool_tell_room();
 	pool_origin_put(o);
+}
+
+struct bufferevent *
+pool_conn_bev(const struct conn *c)
+{
+	return c->bev;
+}
+
+void
+pool_conn_set_bev(struct conn *c, struct bufferevent *bev)
+{
+	c->bev = bev;
+}
+
+void
+pool_conn_set_remote(struct conn *c, const struct sockaddr_storage *ss)
+{
+	addr_format(ss, c->remote, sizeof(c->remote));
+}
+
+const char *
+pool_conn_remote(const struct conn *c)
+{
+	return c->remote;
+}
+
+struct tls_sessions *
+pool_conn_tls(const struct conn *c)
+{
+	return c->origin->tls;
 }
 
 void

@@ -1,20 +1,44 @@
 /* pool.h: upstream origins and their kept-alive connections, and the
  * connection budget: max_per_host per origin and max_connections in all
- * (lowered to what RLIMIT_NOFILE allows). */
+ * (lowered to what RLIMIT_NOFILE allows).
+ *
+ * A connection is a slot and a transport: the pool counts it, keeps it idle
+ * between uses and closes it; whoever took it connects it and moves bytes
+ * on it. Nothing here assumes one request per connection. */
 #ifndef FANOUTD_POOL_H
 #define FANOUTD_POOL_H
 
-#include "engine.h"
-
 struct event_base;
+struct sockaddr_storage;
+struct bufferevent;
+struct tls_sessions;
+struct url;
+
+struct origin;	/* scheme, host and port, shared by all batches */
+struct conn;	/* one upstream connection */
+
+/* What the pool tells the layer above when room frees (pool_set_listener);
+ * calls come from inside pool_release, pool_close, pool_reload and the
+ * pool's own events. */
+struct pool_listener {
+	/* o has an idle connection, or one fewer open. */
+	void (*origin_freed)(struct origin *o);
+	/* The global budget may have room again. */
+	void (*room_freed)(void);
+};
 
 void pool_init(struct event_base *base, unsigned max_conns, unsigned max_per_host,
     unsigned idle_timeout_s);
+void pool_set_listener(const struct pool_listener *listener);
 void pool_shutdown(void);
 
 /* The origin of u, created on first use; each get is paired with a put. */
 struct origin *pool_origin_get(const struct url *u);
 void pool_origin_put(struct origin *o);
+const char *pool_origin_key(const struct origin *o);
+/* One pointer of the layer above's per-origin state; NULL at first. */
+void *pool_origin_data(const struct origin *o);
+void pool_origin_set_data(struct origin *o, void *data);
 
 enum pool_rc {
 	POOL_REUSE,		/* *c is a kept-alive connection */
@@ -39,6 +63,16 @@ void pool_release(struct conn *c);
 
 /* Closes c and frees its slot; for every other end of a connection. */
 void pool_close(struct conn *c);
+
+/* The connection's transport: NULL until its taker connects it; the pool
+ * frees the one set last when it closes c. */
+struct bufferevent *pool_conn_bev(const struct conn *c);
+void pool_conn_set_bev(struct conn *c, struct bufferevent *bev);
+/* Where it goes, "1.2.3.4:80" once set: formatted once for every use. */
+void pool_conn_set_remote(struct conn *c, const struct sockaddr_storage *ss);
+const char *pool_conn_remote(const struct conn *c);
+/* Its origin's TLS sessions, to resume with. */
+struct tls_sessions *pool_conn_tls(const struct conn *c);
 
 /* Descriptors ran out while opening: hold the budget at what is open now. */
 void pool_fd_pressure(void);

@@ -132,9 +132,9 @@ result_body_jb(struct jbuf *out, enum body_mode m, struct evbuffer *body, const 
 }
 
 static void
-result_timing(struct jbuf *out, const struct ureq *r, uint64_t t_start)
+result_timing(struct jbuf *out, const struct report *r, uint64_t t_start)
 {
-	uint64_t end = r->t_phase;
+	uint64_t end = r->t_end;
 	double queue = r->t_dispatch ? (double)(r->t_dispatch - t_start) / 1000.0 :
 	    (double)(end - t_start) / 1000.0;
 	double total = r->t_dispatch ? (double)(end - r->t_dispatch) / 1000.0 : 0;
@@ -155,7 +155,7 @@ result_timing(struct jbuf *out, const struct ureq *r, uint64_t t_start)
 }
 
 static void
-result_url(struct jbuf *out, const struct ureq *r, const json_t *elem)
+result_url(struct jbuf *out, const struct report *r, const json_t *elem)
 {
 	const json_t *url = json_is_string(elem) ? elem : json_object_get(elem, "url");
 	const json_t *id = json_is_object(elem) ? json_object_get(elem, "id") : NULL;
@@ -191,7 +191,8 @@ result_body(struct evbuffer *out, enum body_mode m, struct evbuffer *body, const
 }
 
 static void
-result_write_jb(struct jbuf *out, const struct ureq *r, const json_t *elem, uint64_t t_start)
+result_write_jb(struct jbuf *out, const struct report *r, const struct bopts *o,
+    const json_t *elem, uint64_t t_start)
 {
 	result_url(out, r, elem);
 	if (r->kind != KIND_NONE) {
@@ -206,20 +207,20 @@ result_write_jb(struct jbuf *out, const struct ureq *r, const json_t *elem, uint
 	}
 	JB_LIT(out, ",\"status\":");
 	jout_uint(out, (uint64_t)r->head.status);
-	if (r->opts->include_headers) {
+	if (o->include_headers) {
 		jb_add(out, ",\"headers\":", 11);
 		result_headers(out, &r->head);
 	}
 	const struct h1_header *ct = h1_find(&r->head, "content-type");
-	struct evbuffer *body = r->resp;
-	if (r->opts->body != BODY_NONE)
+	struct evbuffer *body = r->body;
+	if (o->body != BODY_NONE)
 		jb_add(out, ",\"body\":", 8);
-	const char *enc = result_body_jb(out, r->opts->body, body, ct ? ct->value : NULL,
+	const char *enc = result_body_jb(out, o->body, body, ct ? ct->value : NULL,
 	    ct ? ct->valuelen : 0);
 	JB_LIT(out, ",\"body_encoding\":\"");
 	jb_add(out, enc, strlen(enc));
 	JB_LIT(out, "\",\"bytes\":");
-	jout_uint(out, r->resp_bytes);
+	jout_uint(out, r->bytes);
 	JB_LIT(out, ",\"attempts\":");
 	jout_uint(out, r->attempts);
 	JB_LIT(out, ",\"remote\":");
@@ -232,11 +233,12 @@ result_write_jb(struct jbuf *out, const struct ureq *r, const json_t *elem, uint
 }
 
 void
-result_write(struct evbuffer *out, const struct ureq *r, const json_t *elem, uint64_t t_start)
+result_write(struct evbuffer *out, const struct report *r, const struct bopts *o,
+    const json_t *elem, uint64_t t_start)
 {
 	struct jbuf jb;
 
 	jb_init(&jb, out);
-	result_write_jb(&jb, r, elem, t_start);
+	result_write_jb(&jb, r, o, elem, t_start);
 	jb_flush(&jb);
 }

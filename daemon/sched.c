@@ -1,7 +1,9 @@
 /* sched.c: see sched.h. The pump runs from its own event, activated by every
  * change that could let a request go, so many changes in one loop turn cost
  * one pass and nothing is dispatched from inside another module's callback. */
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/queue.h>
 
 #include <event2/event.h>
 
@@ -9,16 +11,84 @@
 #include "metrics.h"
 #include "pool.h"
 #include "sched.h"
-#include "batch.h"
-#include "upstream.h"
+#include "url.h"
+#include "util.h"
+
+/* The scheduler's side of an origin: the bhosts parked on it. Shared by the
+ * batches that queue for it, hung on the pool's origin. */
+struct sorigin {
+	struct origin *origin;
+	unsigned refs;			/* bhosts */
+	TAILQ_HEAD(, bhost) waiters;	/* bhosts waiting for this origin */
+	int starving;			/* on the global starving list */
+	TAILQ_ENTRY(sorigin) starve_link;
+};
+
+enum bhost_where { BH_NONE, BH_READY, BH_WAITING };
+
+/* One batch's queue and slots for one origin. */
+struct bhost {
+	struct sorigin *so;
+	struct sched_batch *sb;
+	TAILQ_HEAD(, sched_req) cont;	/* redirects and retries: they go first */
+	/* Requests not dispatched yet are only their indexes, in input order:
+	 * a ring that grows by doubling, so a queued request costs 4 bytes and
+	 * its request exists only from dispatch on. */
+	uint32_t *fresh;
+	size_t fhead, fcount, fcap;
+	unsigned inflight;		/* connections of this batch to this origin */
+	enum bhost_where where;
+	TAILQ_ENTRY(bhost) link;	/* sb->ready or so->waiters */
+	TAILQ_ENTRY(bhost) all;
+};
+
+struct sched_batch {
+	TAILQ_HEAD(, bhost) ready;	/* bhosts that may dispatch now */
+	TAILQ_HEAD(, bhost) hosts;	/* all of them, to free */
+	struct map *bymap;		/* origin key -> bhost */
+	sched_dispatch_fn *dispatch;
+	void *owner;
+	unsigned inflight;		/* dispatched requests not finished */
+	unsigned concurrency;
+	unsigned per_host;
+	unsigned gen;			/* pool generation (configuration) it started in */
+	unsigned ncontinuing;		/* queued redirects and retries */
+	int paused;			/* output backpressure: only continuing may go */
+	size_t need_index;		/* order "input": the index output waits for */
+	int active;			/* on the scheduler's list */
+	TAILQ_ENTRY(sched_batch) link;
+};
+
+/* Where a dispatched request sits. */
+enum sched_where {
+	SR_RUNNING,	/* holds a per-origin slot */
+	SR_QUEUED,	/* on its bhost's cont queue, waiting to go again */
+	SR_ASIDE,	/* neither: backing off, or between release and finish */
+};
+
+struct sched_req {
+	struct bhost *bh;
+	size_t index;
+	void *data;			/* the owner's */
+	enum sched_where where;
+	int fresh;			/* the next connection must not be a kept-alive one */
+	TAILQ_ENTRY(sched_req) qlink;	/* bh->cont */
+};
 
 static struct {
 	struct event *pump;
 	TAILQ_HEAD(sched_batches, sched_batch) batches;
-	TAILQ_HEAD(, origin) starving;	/* origins parked on the global budget */
+	TAILQ_HEAD(, sorigin) starving;	/* origins parked on the global budget */
 } sched;
 
 static void sched_pump(evutil_socket_t fd, short what, void *arg);
+static void sched_origin_freed(struct origin *o);
+static void sched_room_freed(void);
+
+static const struct pool_listener sched_pool_listener = {
+	.origin_freed = sched_origin_freed,
+	.room_freed = sched_room_freed,
+};
 
 void
 sched_init(struct event_base *base)
@@ -26,6 +96,7 @@ sched_init(struct event_base *base)
 	sched.pump = event_new(base, -1, 0, sched_pump, NULL);
 	TAILQ_INIT(&sched.batches);
 	TAILQ_INIT(&sched.starving);
+	pool_set_listener(&sched_pool_listener);
 }
 
 void
@@ -42,18 +113,22 @@ sched_kick(void)
 		event_active(sched.pump, 0, 0);
 }
 
-void
-sched_batch_init(struct sched_batch *sb, struct batch *b, unsigned concurrency,
+struct sched_batch *
+sched_batch_new(sched_dispatch_fn *dispatch, void *owner, unsigned concurrency,
     unsigned per_host)
 {
+	struct sched_batch *sb = xcalloc(1, sizeof(*sb));
+
 	TAILQ_INIT(&sb->ready);
 	TAILQ_INIT(&sb->hosts);
 	sb->bymap = map_new();
+	sb->dispatch = dispatch;
+	sb->owner = owner;
 	sb->concurrency = concurrency;
 	sb->per_host = per_host;
 	sb->gen = pool_batch_begin();
 	sb->need_index = SIZE_MAX;
-	sb->batch = b;
+	return sb;
 }
 
 void
@@ -70,7 +145,7 @@ bhost_unlink(struct bhost *bh)
 	if (bh->where == BH_READY)
 		TAILQ_REMOVE(&bh->sb->ready, bh, link);
 	else if (bh->where == BH_WAITING)
-		TAILQ_REMOVE(&bh->origin->waiters, bh, link);
+		TAILQ_REMOVE(&bh->so->waiters, bh, link);
 	bh->where = BH_NONE;
 }
 
@@ -91,30 +166,62 @@ bhost_make_ready(struct bhost *bh)
 	sched_kick();
 }
 
+static void
+sorigin_starve_end(struct sorigin *so)
+{
+	if (!so->starving)
+		return;
+	so->starving = 0;
+	TAILQ_REMOVE(&sched.starving, so, starve_link);
+}
+
+static struct sorigin *
+sorigin_get(const struct url *u)
+{
+	struct origin *o = pool_origin_get(u);
+	struct sorigin *so = pool_origin_data(o);
+
+	if (so == NULL) {
+		so = xcalloc(1, sizeof(*so));
+		so->origin = o;
+		TAILQ_INIT(&so->waiters);
+		pool_origin_set_data(o, so);
+	} else
+		pool_origin_put(o);	/* so holds the one reference */
+	so->refs++;
+	return so;
+}
+
+static void
+sorigin_put(struct sorigin *so)
+{
+	if (--so->refs > 0)
+		return;
+	sorigin_starve_end(so);
+	pool_origin_set_data(so->origin, NULL);
+	pool_origin_put(so->origin);
+	free(so);
+}
+
 void
-sched_batch_fini(struct sched_batch *sb)
+sched_batch_free(struct sched_batch *sb)
 {
 	struct bhost *bh;
 
 	if (sb->active)
 		TAILQ_REMOVE(&sched.batches, sb, link);
-	sb->active = 0;
 	pool_batch_end(sb->gen);
 	while ((bh = TAILQ_FIRST(&sb->hosts)) != NULL) {
-		struct origin *o = bh->origin;
-
 		TAILQ_REMOVE(&sb->hosts, bh, all);
 		bhost_unlink(bh);
-		if (o->starving && TAILQ_EMPTY(&o->waiters)) {
-			o->starving = 0;	/* nobody waits for it: it may be freed now */
-			TAILQ_REMOVE(&sched.starving, o, starve_link);
-		}
-		pool_origin_put(o);
+		if (TAILQ_EMPTY(&bh->so->waiters))
+			sorigin_starve_end(bh->so);	/* nobody waits for it */
+		sorigin_put(bh->so);
 		free(bh->fresh);
 		free(bh);
 	}
 	map_free(sb->bymap);
-	sb->bymap = NULL;
+	free(sb);
 }
 
 static struct bhost *
@@ -124,11 +231,11 @@ bhost_get(struct sched_batch *sb, const struct url *u)
 
 	if (bh == NULL) {
 		bh = xcalloc(1, sizeof(*bh));
-		bh->origin = pool_origin_get(u);
+		bh->so = sorigin_get(u);
 		bh->sb = sb;
 		TAILQ_INIT(&bh->cont);
 		TAILQ_INSERT_TAIL(&sb->hosts, bh, all);
-		map_put(sb->bymap, bh->origin->key, bh);
+		map_put(sb->bymap, pool_origin_key(bh->so->origin), bh);
 	}
 	return bh;
 }
@@ -186,15 +293,52 @@ sched_pop_new(struct sched_batch *sb, size_t *index)
 }
 
 void
-sched_enqueue(struct sched_batch *sb, struct ureq *r)
+sched_set_output(struct sched_batch *sb, int paused, size_t need_index)
 {
-	struct bhost *bh = bhost_get(sb, &r->url);
+	sb->paused = paused;
+	sb->need_index = need_index;
+	sched_kick();
+}
 
+size_t
+sched_req_index(const struct sched_req *r)
+{
+	return r->index;
+}
+
+void *
+sched_req_data(const struct sched_req *r)
+{
+	return r->data;
+}
+
+void
+sched_req_set_data(struct sched_req *r, void *data)
+{
+	r->data = data;
+}
+
+void
+sched_release(struct sched_req *r)
+{
+	if (r->where != SR_RUNNING)
+		return;
+	r->where = SR_ASIDE;
+	r->bh->inflight--;
+	bhost_make_ready(r->bh);
+}
+
+void
+sched_requeue(struct sched_req *r, const struct url *u, int fresh)
+{
+	struct bhost *bh = bhost_get(r->bh->sb, u);
+
+	sched_release(r);
+	sched_dequeue(r);
 	r->bh = bh;
-	r->continuing = 1;
-	r->state = UREQ_QUEUED;
-	r->queued = 1;
-	sb->ncontinuing++;
+	r->fresh = fresh;
+	r->where = SR_QUEUED;
+	bh->sb->ncontinuing++;
 	TAILQ_INSERT_TAIL(&bh->cont, r, qlink);
 	bhost_make_ready(bh);
 	/* Even when bh was ready already: it may have been passed over (its
@@ -203,63 +347,47 @@ sched_enqueue(struct sched_batch *sb, struct ureq *r)
 }
 
 void
-sched_remove(struct ureq *r)
+sched_dequeue(struct sched_req *r)
 {
-	if (!r->queued)
+	if (r->where != SR_QUEUED)
 		return;
 	TAILQ_REMOVE(&r->bh->cont, r, qlink);
-	r->queued = 0;
+	r->where = SR_ASIDE;
 	r->bh->sb->ncontinuing--;
 }
 
 void
-sched_release(struct ureq *r)
-{
-	if (!r->holds_slot)
-		return;
-	r->holds_slot = 0;
-	r->bh->inflight--;
-	bhost_make_ready(r->bh);
-}
-
-void
-sched_finished(struct ureq *r)
+sched_finished(struct sched_req *r)
 {
 	struct sched_batch *sb = r->bh->sb;
 
+	sched_dequeue(r);
 	sched_release(r);
-	if (r->t_dispatch != 0) {
-		/* It was dispatched: its place in the batch frees. */
-		sb->inflight--;
-		metrics.requests_in_flight--;
-	}
+	sb->inflight--;
+	metrics.requests_in_flight--;
+	free(r);
 	sched_kick();
 }
 
-void
-sched_batch_changed(struct sched_batch *sb)
-{
-	(void)sb;
-	sched_kick();
-}
-
-void
+/* From the pool: o has an idle connection or one fewer open. */
+static void
 sched_origin_freed(struct origin *o)
 {
+	struct sorigin *so = pool_origin_data(o);
 	struct bhost *bh;
 
-	while ((bh = TAILQ_FIRST(&o->waiters)) != NULL) {
+	if (so == NULL)		/* no batch queues for it */
+		return;
+	while ((bh = TAILQ_FIRST(&so->waiters)) != NULL) {
 		bhost_unlink(bh);
 		bhost_make_ready(bh);
 	}
-	if (o->starving) {
-		o->starving = 0;
-		TAILQ_REMOVE(&sched.starving, o, starve_link);
-	}
+	sorigin_starve_end(so);
 }
 
-void
-sched_slot_freed(void)
+/* From the pool: the global budget may have room. */
+static void
+sched_room_freed(void)
 {
 	sched_kick();
 }
@@ -269,14 +397,14 @@ sched_slot_freed(void)
 static void
 bhost_park(struct bhost *bh, int starving)
 {
-	struct origin *o = bh->origin;
+	struct sorigin *so = bh->so;
 
 	bhost_unlink(bh);
 	bh->where = BH_WAITING;
-	TAILQ_INSERT_TAIL(&o->waiters, bh, link);
-	if (starving && !o->starving) {
-		o->starving = 1;
-		TAILQ_INSERT_TAIL(&sched.starving, o, starve_link);
+	TAILQ_INSERT_TAIL(&so->waiters, bh, link);
+	if (starving && !so->starving) {
+		so->starving = 1;
+		TAILQ_INSERT_TAIL(&sched.starving, so, starve_link);
 	}
 }
 
@@ -294,28 +422,29 @@ sched_batch_allows(const struct sched_batch *sb, const struct bhost *bh)
 }
 
 /* Sends bh's head on c: a queued redirect or retry, else its next new
- * request, whose ureq the batch makes now. */
+ * request, whose sched_req is made now. */
 static void
 sched_dispatch(struct bhost *bh, struct conn *c, int reused)
 {
 	struct sched_batch *sb = bh->sb;
-	struct ureq *r = TAILQ_FIRST(&bh->cont);
+	struct sched_req *r = TAILQ_FIRST(&bh->cont);
 
 	if (r != NULL)
-		sched_remove(r);
+		sched_dequeue(r);
 	else {
-		r = batch_materialize(sb->batch, bhost_fresh_pop(bh));
+		r = xcalloc(1, sizeof(*r));
+		r->index = bhost_fresh_pop(bh);
 		r->bh = bh;
 		sb->inflight++;
 		metrics.requests_in_flight++;
 	}
-	r->continuing = 0;
-	r->holds_slot = 1;
+	r->where = SR_RUNNING;
+	r->fresh = 0;
 	bh->inflight++;
 	/* Rotate: the batch's next turn goes to another origin. */
 	bhost_unlink(bh);
 	bhost_make_ready(bh);
-	upstream_start(r, c, reused);
+	sb->dispatch(sb->owner, r, c, reused);
 }
 
 /* Dispatches at most one request of sb; returns whether it did. */
@@ -328,7 +457,7 @@ sched_batch_one(struct sched_batch *sb)
 	    (sb->paused && sb->need_index == SIZE_MAX)))
 		return 0;
 	for (bh = TAILQ_FIRST(&sb->ready); bh != NULL; bh = next) {
-		struct ureq *r = TAILQ_FIRST(&bh->cont);
+		struct sched_req *r = TAILQ_FIRST(&bh->cont);
 		struct conn *c;
 
 		next = TAILQ_NEXT(bh, link);
@@ -338,7 +467,7 @@ sched_batch_one(struct sched_batch *sb)
 		}
 		if (!sched_batch_allows(sb, bh))
 			continue;
-		switch (pool_take(bh->origin, r != NULL && r->want_fresh, sb->gen, &c)) {
+		switch (pool_take(bh->so->origin, r != NULL && r->fresh, sb->gen, &c)) {
 		case POOL_FULL_ORIGIN:
 			bhost_park(bh, 0);
 			continue;
@@ -378,7 +507,9 @@ sched_pump(evutil_socket_t fd, short what, void *arg)
 
 		/* One pass: each batch as it stood at the start gets one try.
 		 * A batch that dispatches goes to the back, so the next free
-		 * slot, here or in a later pump, is offered to the others first. */
+		 * slot, here or in a later pump, is offered to the others first.
+		 * Dispatching may finish requests and free batches' slots, but
+		 * never frees a batch: that waits for a later loop turn. */
 		struct sched_batch *last = TAILQ_LAST(&sched.batches, sched_batches);
 		for (sb = TAILQ_FIRST(&sched.batches); sb != NULL; sb = next) {
 			next = sb == last ? NULL : TAILQ_NEXT(sb, link);
@@ -396,9 +527,9 @@ sched_pump(evutil_socket_t fd, short what, void *arg)
 			continue;
 		/* Room in the budget and origins starved of it: wake the
 		 * longest-waiting one and go round again. */
-		struct origin *o = TAILQ_FIRST(&sched.starving);
-		if (o == NULL || !pool_has_room())
+		struct sorigin *so = TAILQ_FIRST(&sched.starving);
+		if (so == NULL || !pool_has_room())
 			break;
-		sched_origin_freed(o);
+		sched_origin_freed(so->origin);
 	}
 }

@@ -18,11 +18,19 @@
 #include <openssl/x509v3.h>
 
 #include "conf.h"
-#include "engine.h"
 #include "metrics.h"
 #include "tls.h"
+#include "util.h"
 
-static int tls_origin_idx = -1;	/* SSL ex_data slot: the connection's origin */
+#define TLS_MAX_SESSIONS 4
+
+/* One origin's resumable sessions, newest last. */
+struct tls_sessions {
+	SSL_SESSION *s[TLS_MAX_SESSIONS];
+	unsigned n;
+};
+
+static int tls_origin_idx = -1;	/* SSL ex_data slot: the connection's tls_sessions */
 static int tls_names_idx = -1;	/* SSL ex_data slot: names of a rejected leaf */
 
 static void tls_cert_names(X509 *cert, char *buf, size_t len);
@@ -57,17 +65,16 @@ tls_verify(int ok, X509_STORE_CTX *store)
 static int
 tls_new_session(SSL *ssl, SSL_SESSION *sess)
 {
-	struct origin *o = SSL_get_ex_data(ssl, tls_origin_idx);
-	const unsigned max = sizeof(o->tls_sessions) / sizeof(o->tls_sessions[0]);
+	struct tls_sessions *ts = SSL_get_ex_data(ssl, tls_origin_idx);
 
-	if (o == NULL || !SSL_SESSION_is_resumable(sess))
+	if (ts == NULL || !SSL_SESSION_is_resumable(sess))
 		return 0;
-	if (o->ntls_sessions == max) {	/* the oldest goes */
-		SSL_SESSION_free(o->tls_sessions[0]);
-		memmove(o->tls_sessions, o->tls_sessions + 1, (max - 1) * sizeof(o->tls_sessions[0]));
-		o->ntls_sessions--;
+	if (ts->n == TLS_MAX_SESSIONS) {	/* the oldest goes */
+		SSL_SESSION_free(ts->s[0]);
+		memmove(ts->s, ts->s + 1, (TLS_MAX_SESSIONS - 1) * sizeof(ts->s[0]));
+		ts->n--;
 	}
-	o->tls_sessions[o->ntls_sessions++] = sess;
+	ts->s[ts->n++] = sess;
 	return 1;	/* we keep the reference */
 }
 
@@ -111,26 +118,46 @@ tls_ctx_new(const struct conf *c, const char **why)
 	return ctx;
 }
 
+struct tls_sessions *
+tls_sessions_new(void)
+{
+	return xcalloc(1, sizeof(struct tls_sessions));
+}
+
+unsigned
+tls_sessions_count(const struct tls_sessions *ts)
+{
+	return ts->n;
+}
+
+void
+tls_sessions_free(struct tls_sessions *ts)
+{
+	while (ts->n > 0)
+		SSL_SESSION_free(ts->s[--ts->n]);
+	free(ts);
+}
+
 SSL *
-tls_ssl_new(SSL_CTX *ctx, struct origin *o, int host_is_ip)
+tls_ssl_new(SSL_CTX *ctx, struct tls_sessions *ts, const char *host, int host_is_ip)
 {
 	SSL *ssl = SSL_new(ctx);
 
 	if (ssl == NULL)
 		return NULL;
-	SSL_set_ex_data(ssl, tls_origin_idx, o);
+	SSL_set_ex_data(ssl, tls_origin_idx, ts);
 	if (host_is_ip) {
 		/* No SNI for addresses (RFC 6066); the certificate must name the IP. */
-		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), o->host);
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
 	} else {
-		SSL_set_tlsext_host_name(ssl, o->host);
-		SSL_set1_host(ssl, o->host);
+		SSL_set_tlsext_host_name(ssl, host);
+		SSL_set1_host(ssl, host);
 	}
-	if (o->ntls_sessions > 0 && SSL_CTX_get_session_cache_mode(ctx) != SSL_SESS_CACHE_OFF) {
-		SSL_SESSION *sess = o->tls_sessions[o->ntls_sessions - 1];
+	if (ts->n > 0 && SSL_CTX_get_session_cache_mode(ctx) != SSL_SESS_CACHE_OFF) {
+		SSL_SESSION *sess = ts->s[ts->n - 1];
 		SSL_set_session(ssl, sess);	/* takes its own reference */
 		if (SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION) {
-			o->ntls_sessions--;
+			ts->n--;
 			SSL_SESSION_free(sess);
 		}
 	}
@@ -207,11 +234,4 @@ tls_conn_closing(struct bufferevent *bev)
 	 * origin. Nothing is wrong with it: we just do not wait for close_notify. */
 	if (ssl != NULL && SSL_is_init_finished(ssl))
 		SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
-}
-
-void
-tls_origin_free(struct origin *o)
-{
-	while (o->ntls_sessions > 0)
-		SSL_SESSION_free(o->tls_sessions[--o->ntls_sessions]);
 }

@@ -8,17 +8,25 @@
 #include <openssl/ssl.h>
 
 struct conf;
-struct origin;
 struct bufferevent;
+
+/* One origin's resumable sessions (the newest few), kept by its owner for
+ * the origin's lifetime; it must outlive every SSL made with it. */
+struct tls_sessions;
 
 /* A new client context for c: TLS 1.2 minimum, peer verification against
  * ca_file or the system store, ALPN http/1.1, client session cache. NULL
  * with why on failure. Reference-counted with SSL_CTX_up_ref/SSL_CTX_free. */
 SSL_CTX *tls_ctx_new(const struct conf *c, const char **why);
 
-/* An SSL for one connection to o: SNI and host check for names, IP check
- * for literals, and o's last session offered for resumption. */
-SSL *tls_ssl_new(SSL_CTX *ctx, struct origin *o, int host_is_ip);
+struct tls_sessions *tls_sessions_new(void);
+unsigned tls_sessions_count(const struct tls_sessions *ts);
+void tls_sessions_free(struct tls_sessions *ts);
+
+/* An SSL for one connection to host: SNI and host check for names, IP check
+ * for literals; the newest of ts is offered for resumption, and sessions
+ * the server issues on it are kept in ts. */
+SSL *tls_ssl_new(SSL_CTX *ctx, struct tls_sessions *ts, const char *host, int host_is_ip);
 
 /* After a completed handshake: counts it (full or resumed). */
 void tls_handshake_done(SSL *ssl);
@@ -30,8 +38,5 @@ const char *tls_failure(struct bufferevent *bev, char *buf, size_t len);
 
 /* Before a TLS connection is freed: keeps its session resumable. */
 void tls_conn_closing(struct bufferevent *bev);
-
-/* Forgets o's session (pool.c, when an origin is freed). */
-void tls_origin_free(struct origin *o);
 
 #endif

@@ -3,8 +3,13 @@
  * One event per request serves every time limit: it is re-armed at each
  * phase for the nearest of the phase's limit (connect) and the request's
  * total limit, so no trickling peer can stretch a request past timeout_ms.
- * Every failure goes through upstream_fail(), which alone decides between a
- * retry and a result. */
+ * Every attempt ends in upstream_end(), which alone decides between a
+ * result, a redirect, a retry and a retry on a fresh connection; the state
+ * changes only in upstream_set_state(), along the edges of one table.
+ *
+ * Lifetime: once done, a request is never touched by this file again, and
+ * upstream_free() leaves the memory until the next loop turn, so code under
+ * the done callback may still look at r->state. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +19,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -22,15 +28,15 @@
 #include <event2/event.h>
 #include <jansson.h>
 
-#include "batch.h"
 #include "body.h"
 #include "conf.h"
+#include "dnscache.h"
+#include "h1.h"
+#include "jout.h"
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
 #include "pool.h"
-#include "sched.h"
-#include "jout.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -39,7 +45,94 @@
 #define UPSTREAM_BACKOFF_BASE_US 100000u
 #define UPSTREAM_BACKOFF_CAP_US 10000000u
 
-static struct event_base *ev_base;
+enum ureq_state {
+	UREQ_NEW,
+	UREQ_QUEUED,	/* with its owner, for a retry or a hop */
+	UREQ_RESOLVING,
+	UREQ_CONNECTING,
+	UREQ_TLS,
+	UREQ_HEAD,
+	UREQ_BODY,
+	UREQ_BACKOFF,	/* waiting to retry */
+	UREQ_DONE,
+	UREQ_NSTATES,
+};
+
+static const char *const upstream_state_names[UREQ_NSTATES] = {
+	"new", "queued", "resolving", "connecting", "tls", "head", "body", "backoff", "done",
+};
+
+/* The edges of the state machine: from each state, the states it may go
+ * to. Any state may end (done); nothing leaves done. */
+#define S_(s) (1u << (s))
+static const unsigned upstream_edges[UREQ_NSTATES] = {
+	[UREQ_NEW] = S_(UREQ_RESOLVING) | S_(UREQ_HEAD) | S_(UREQ_DONE),
+	[UREQ_QUEUED] = S_(UREQ_RESOLVING) | S_(UREQ_HEAD) | S_(UREQ_DONE),
+	[UREQ_RESOLVING] = S_(UREQ_CONNECTING) | S_(UREQ_BACKOFF) | S_(UREQ_DONE),
+	[UREQ_CONNECTING] = S_(UREQ_TLS) | S_(UREQ_HEAD) | S_(UREQ_QUEUED) | S_(UREQ_BACKOFF) |
+	    S_(UREQ_DONE),
+	[UREQ_TLS] = S_(UREQ_HEAD) | S_(UREQ_BACKOFF) | S_(UREQ_DONE),
+	[UREQ_HEAD] = S_(UREQ_BODY) | S_(UREQ_QUEUED) | S_(UREQ_BACKOFF) | S_(UREQ_DONE),
+	[UREQ_BODY] = S_(UREQ_QUEUED) | S_(UREQ_BACKOFF) | S_(UREQ_DONE),
+	[UREQ_BACKOFF] = S_(UREQ_QUEUED) | S_(UREQ_DONE),
+	[UREQ_DONE] = 0,
+};
+#undef S_
+
+/* What the body being read is for, settled when its head arrives. */
+enum ureq_fate {
+	FATE_RESULT,	/* the caller's result */
+	FATE_REDIRECT,	/* read to keep the connection, then the hop to next_url */
+	FATE_RETRY,	/* read to keep the connection, then a retry after retry_in_us */
+};
+
+/* How an attempt ended, as upstream_end() is told. */
+enum ureq_end {
+	END_RESPONSE,	/* the response is whole: its fate decides */
+	END_FAILED,	/* an error that no retry mends */
+	END_RETRYABLE,	/* connect failure or timeout before any response byte */
+	END_STALE,	/* a reused connection closed before any response byte */
+	END_NO_FD,	/* no descriptor to connect with: not an attempt yet */
+};
+
+struct ureq {
+	const struct upstream_owner *owner;
+	void *arg;
+	const struct bopts *opts;
+	enum ureq_state state;
+	struct reqspec spec;		/* what to send; url is the current hop's */
+	struct report rep;		/* what it came to */
+
+	/* The attempt. */
+	struct conn *conn;
+	struct dnscache_wait *dnsw;
+	struct event *timer;
+	struct h1_body hbody;
+	struct body_dec *dec;
+	struct evbuffer *raw;		/* transfer-decoded, before content decoding */
+	enum ureq_fate fate;
+	int got_bytes;			/* any response byte on this attempt */
+	int decode;			/* we asked for gzip/deflate: decode the body */
+	struct event *skim;		/* body "none": discarding in the kernel */
+
+	/* Across attempts and hops. */
+	int fresh_retry_done;		/* the one retry on a fresh connection */
+	struct url next_url;		/* FATE_REDIRECT: where to */
+	int64_t retry_in_us;		/* FATE_RETRY: after this delay */
+	char **visited;			/* hrefs of earlier hops, to tell a loop */
+	unsigned hops;
+	int strip_credentials;		/* redirected to another origin: no Authorization, Cookie */
+	char *final_url;		/* set when a redirect was followed */
+	uint64_t t_phase;		/* the current state began */
+	uint64_t t_connect;		/* connect began: TLS counts against connect_timeout_ms */
+	TAILQ_ENTRY(ureq) reap;		/* upstream.dead */
+};
+
+static struct {
+	struct event_base *base;
+	struct event *reaper;
+	TAILQ_HEAD(, ureq) dead;	/* freed on the next loop turn */
+} up;
 
 static void upstream_timer(evutil_socket_t fd, short what, void *arg);
 static void upstream_read(struct bufferevent *bev, void *arg);
@@ -48,22 +141,33 @@ static void upstream_connect(struct ureq *r, const struct dns_answer *a);
 static void upstream_resolved(const struct dns_answer *a, void *arg);
 static void upstream_send(struct ureq *r);
 static void upstream_skim_stop(struct ureq *r);
-static int upstream_consume(struct ureq *r, struct evbuffer *in, int eof);
+static void upstream_consume(struct ureq *r, struct evbuffer *in, int eof);
+static void upstream_end(struct ureq *r, enum ureq_end how, enum kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void upstream_redirect(struct ureq *r);
+static void upstream_reap(evutil_socket_t fd, short what, void *arg);
 
 void
 upstream_init(struct event_base *base)
 {
-	ev_base = base;
+	up.base = base;
+	up.reaper = event_new(base, -1, 0, upstream_reap, NULL);
+	TAILQ_INIT(&up.dead);
 }
 
 struct ureq *
-upstream_new(struct batch *b, const struct bopts *opts, size_t index)
+upstream_new(const struct upstream_owner *owner, void *arg, const struct bopts *o,
+    size_t index, struct reqspec *spec)
 {
 	struct ureq *r = xcalloc(1, sizeof(*r));
 
-	r->batch = b;
-	r->opts = opts;
-	r->index = index;
+	r->owner = owner;
+	r->arg = arg;
+	r->opts = o;
+	r->spec = *spec;
+	memset(&spec->url, 0, sizeof(spec->url));	/* r's now */
+	r->rep.index = index;
 	r->retry_in_us = -1;
 	return r;
 }
@@ -89,7 +193,7 @@ us_to_ms(uint64_t us)
 static uint64_t
 upstream_deadline(const struct ureq *r)
 {
-	return r->t_dispatch + (uint64_t)r->timeout_ms * 1000u;
+	return r->rep.t_dispatch + (uint64_t)r->spec.timeout_ms * 1000u;
 }
 
 /* Arms the request's one timer for the nearer of the total limit and, in
@@ -113,13 +217,28 @@ upstream_arm(struct ureq *r)
 	evtimer_add(r->timer, &tv);
 }
 
+/* The only writer of r->state. */
 static void
 upstream_set_state(struct ureq *r, enum ureq_state s)
 {
-	log_debug("request %zu: state %d -> %d", r->index, r->state, s);
+	if (!(upstream_edges[r->state] & (1u << s)))
+		fatal("request %zu: no edge from state %s to %s", r->rep.index,
+		    upstream_state_names[r->state], upstream_state_names[s]);
+	log_debug("request %zu: %s -> %s", r->rep.index, upstream_state_names[r->state],
+	    upstream_state_names[s]);
 	r->state = s;
 	r->t_phase = now_us();
-	upstream_arm(r);
+	if (s == UREQ_DONE && r->timer != NULL)
+		evtimer_del(r->timer);
+	else
+		upstream_arm(r);
+}
+
+/* Whether r is reading a response on its connection. */
+static int
+upstream_reading(const struct ureq *r)
+{
+	return r->state == UREQ_HEAD || r->state == UREQ_BODY;
 }
 
 /* Lets go of the connection: kept alive when it ended cleanly. */
@@ -127,25 +246,27 @@ static void
 upstream_drop_conn(struct ureq *r, int keep)
 {
 	struct conn *c = r->conn;
+	struct bufferevent *bev;
 
 	if (c == NULL)
 		return;
 	upstream_skim_stop(r);
 	r->conn = NULL;
-	if (keep && c->bev != NULL && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+	bev = pool_conn_bev(c);
+	if (keep && bev != NULL && evbuffer_get_length(bufferevent_get_input(bev)) == 0)
 		pool_release(c);
 	else
 		pool_close(c);
-	sched_release(r);
+	r->owner->released(r->arg);
 }
 
 static void
 upstream_drop_body(struct ureq *r)
 {
-	if (r->resp != NULL)
-		evbuffer_free(r->resp);
-	r->resp = NULL;
-	r->resp_bytes = 0;
+	if (r->rep.body != NULL)
+		evbuffer_free(r->rep.body);
+	r->rep.body = NULL;
+	r->rep.bytes = 0;
 }
 
 /* Frees what one attempt built up, keeping the outcome. */
@@ -156,53 +277,29 @@ upstream_reset_attempt(struct ureq *r)
 		dnscache_cancel(r->dnsw);
 		r->dnsw = NULL;
 	}
-	h1_head_clear(&r->head);
+	h1_head_clear(&r->rep.head);
 	body_dec_free(r->dec);
 	r->dec = NULL;
 	r->got_bytes = 0;
-	r->discard = 0;
+	r->fate = FATE_RESULT;
 }
 
-/* The end: the result goes to the batch, which frees r. */
+/* The end: the report is final and goes to the owner. */
 static void
-upstream_finish(struct ureq *r, int keep_conn)
+upstream_result(struct ureq *r, int keep_conn)
 {
-	uint64_t now = now_us();
-
 	upstream_drop_conn(r, keep_conn);
 	if (r->dnsw != NULL) {
 		dnscache_cancel(r->dnsw);
 		r->dnsw = NULL;
 	}
-	if (r->timer != NULL)
-		evtimer_del(r->timer);
-	if (r->bh != NULL) {
-		sched_remove(r);	/* a redirect or retry timed out in the queue */
-		sched_finished(r);
-	}
-	r->state = UREQ_DONE;
-	r->t_phase = now;
-	metrics.requests[r->kind]++;
-	if (r->t_dispatch != 0)
-		metrics_observe_duration((double)(now - r->t_dispatch) / 1e6);
-	batch_result(r->batch, r);
-}
-
-static void
-upstream_error(struct ureq *r, enum kind kind, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-upstream_error(struct ureq *r, enum kind kind, const char *fmt, ...)
-{
-	va_list ap;
-
-	r->kind = kind;
-	va_start(ap, fmt);
-	vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
-	va_end(ap);
-	upstream_drop_body(r);
-	upstream_finish(r, 0);
+	upstream_set_state(r, UREQ_DONE);
+	r->rep.t_end = r->t_phase;
+	r->rep.final_url = r->final_url;
+	metrics.requests[r->rep.kind]++;
+	if (r->rep.t_dispatch != 0)
+		metrics_observe_duration((double)(r->rep.t_end - r->rep.t_dispatch) / 1e6);
+	r->owner->done(r->arg, &r->rep);
 }
 
 /* Backoff before attempt n+1: exponential, with jitter so that many
@@ -211,10 +308,10 @@ upstream_error(struct ureq *r, enum kind kind, const char *fmt, ...)
 static int64_t
 upstream_retry_delay(const struct ureq *r, int64_t retry_after_us)
 {
-	uint64_t d = UPSTREAM_BACKOFF_BASE_US << (r->attempts - 1 < 16 ? r->attempts - 1 : 16);
+	uint64_t d = UPSTREAM_BACKOFF_BASE_US << (r->rep.attempts - 1 < 16 ? r->rep.attempts - 1 : 16);
 	uint64_t now = now_us(), end = upstream_deadline(r);
 
-	if (r->attempts > r->opts->retries || !upstream_idempotent(r->method))
+	if (r->rep.attempts > r->opts->retries || !upstream_idempotent(r->spec.method))
 		return -1;
 	if (d > UPSTREAM_BACKOFF_CAP_US)
 		d = UPSTREAM_BACKOFF_CAP_US;
@@ -247,32 +344,74 @@ upstream_strerror(int err, char *buf, size_t len)
 	return buf;
 }
 
-/* The funnel for failures before a usable response. retryable: the
- * contract's connect failure or timeout before any response byte. */
+/* Queues the next attempt or hop with the owner. A connection still held
+ * failed (one that ended cleanly was dropped before), so it is closed. The
+ * total timer runs on: waiting for a slot again counts against timeout_ms. */
 static void
-upstream_fail(struct ureq *r, enum kind kind, int retryable, const char *msg)
-{
-	int64_t d = retryable ? upstream_retry_delay(r, 0) : -1;
-
-	if (d >= 0) {
-		log_debug("request %zu: %s: %s; retrying in %lld us", r->index, kind_name(kind),
-		    msg, (long long)d);
-		upstream_backoff(r, d);
-		return;
-	}
-	upstream_error(r, kind, "%s", msg);
-}
-
-/* Queues the next attempt or hop. A connection still held failed (one that
- * ended cleanly was dropped by the caller), so it is closed. The total timer
- * is re-armed: waiting for a slot again counts against timeout_ms. */
-static void
-upstream_requeue(struct ureq *r)
+upstream_requeue(struct ureq *r, int fresh)
 {
 	upstream_drop_conn(r, 0);
 	upstream_reset_attempt(r);
-	sched_enqueue(batch_sb(r->batch), r);
-	upstream_arm(r);
+	upstream_set_state(r, UREQ_QUEUED);
+	r->owner->requeue(r->arg, &r->spec.url, fresh);
+}
+
+/*
+ * The funnel: every attempt ends here, and only here is it decided what
+ * comes next. kind and fmt are the error the request ends with when nothing
+ * else is to be done.
+ */
+static void
+upstream_end(struct ureq *r, enum ureq_end how, enum kind kind, const char *fmt, ...)
+{
+	va_list ap;
+	int64_t d;
+
+	switch (how) {
+	case END_RESPONSE:
+		switch (r->fate) {
+		case FATE_RESULT:
+			upstream_result(r, r->rep.head.keep_alive);
+			return;
+		case FATE_REDIRECT:
+			upstream_drop_conn(r, r->rep.head.keep_alive);
+			upstream_redirect(r);
+			return;
+		case FATE_RETRY:
+			upstream_drop_conn(r, r->rep.head.keep_alive);
+			upstream_backoff(r, r->retry_in_us);
+			return;
+		}
+		break;
+	case END_NO_FD:
+		upstream_requeue(r, 1);
+		return;
+	case END_STALE:
+		/* The upstream closed a kept-alive connection as we reused it:
+		 * the request never reached it, so one more go is safe. */
+		if (r->fresh_retry_done)
+			break;
+		log_debug("request %zu: kept-alive connection was closed; retrying fresh",
+		    r->rep.index);
+		r->fresh_retry_done = 1;
+		upstream_requeue(r, 1);
+		return;
+	case END_RETRYABLE:
+		if ((d = upstream_retry_delay(r, 0)) < 0)
+			break;
+		log_debug("request %zu: %s; retrying in %lld us", r->rep.index, kind_name(kind),
+		    (long long)d);
+		upstream_backoff(r, d);
+		return;
+	case END_FAILED:
+		break;
+	}
+	r->rep.kind = kind;
+	va_start(ap, fmt);
+	vsnprintf(r->rep.msg, sizeof(r->rep.msg), fmt, ap);
+	va_end(ap);
+	upstream_drop_body(r);
+	upstream_result(r, 0);
 }
 
 void
@@ -280,30 +419,29 @@ upstream_start(struct ureq *r, struct conn *c, int reused)
 {
 	struct dns_answer a;
 
-	if (r->t_dispatch == 0) {
-		r->t_dispatch = now_us();
-		r->timer = evtimer_new(ev_base, upstream_timer, r);
-		r->attempts = 1;
+	if (r->rep.t_dispatch == 0) {
+		r->rep.t_dispatch = now_us();
+		r->timer = evtimer_new(up.base, upstream_timer, r);
+		r->rep.attempts = 1;
 	}
 	r->conn = c;
-	r->reused = reused;
-	r->want_fresh = 0;
-	r->dns_ms = r->connect_ms = r->tls_ms = r->ttfb_ms = 0;
+	r->rep.reused = reused;
+	r->rep.dns_ms = r->rep.connect_ms = r->rep.tls_ms = r->rep.ttfb_ms = 0;
 	if (reused) {
 		metrics.conns_reused++;
-		memcpy(r->remote, c->remote_str, sizeof(r->remote));
+		snprintf(r->rep.remote, sizeof(r->rep.remote), "%s", pool_conn_remote(c));
 		upstream_send(r);
 		return;
 	}
 	upstream_set_state(r, UREQ_RESOLVING);
-	if (r->url.host_is_ip) {
+	if (r->spec.url.host_is_ip) {
 		a.naddrs = 1;
-		a.addrs[0].family = r->url.host_is_ip == 6 ? AF_INET6 : AF_INET;
-		inet_pton(a.addrs[0].family, r->url.host, &a.addrs[0].u);
+		a.addrs[0].family = r->spec.url.host_is_ip == 6 ? AF_INET6 : AF_INET;
+		inet_pton(a.addrs[0].family, r->spec.url.host, &a.addrs[0].u);
 		upstream_connect(r, &a);
 		return;
 	}
-	r->dnsw = dnscache_lookup(r->url.host, &a, upstream_resolved, r);
+	r->dnsw = dnscache_lookup(r->spec.url.host, &a, upstream_resolved, r);
 	if (r->dnsw == NULL)
 		upstream_connect(r, &a);
 }
@@ -338,57 +476,61 @@ upstream_sockaddr(const struct dns_addr *d, uint16_t port, struct sockaddr_stora
 static void
 upstream_connect(struct ureq *r, const struct dns_answer *a)
 {
-	struct conn *c = r->conn;
 	const struct dns_addr *pick = NULL;
+	struct sockaddr_storage ss;
+	struct bufferevent *bev;
+	socklen_t sslen;
 	char addr[INET6_ADDRSTRLEN + 8], msg[96];
 
-	r->dns_ms = us_to_ms(now_us() - r->t_phase);
+	r->rep.dns_ms = us_to_ms(now_us() - r->t_phase);
 	if (a->naddrs == 0) {
-		upstream_error(r, KIND_DNS, "%s: %s", r->url.host, a->why);
+		upstream_end(r, END_FAILED, KIND_DNS, "%s: %s", r->spec.url.host, a->why);
 		return;
 	}
 	/* Every address the name has must pass the policy: a name that also
 	 * points somewhere forbidden is refused whole, not raced. */
 	for (int i = 0; i < a->naddrs; i++) {
-		c->remotelen = upstream_sockaddr(&a->addrs[i], r->url.port, &c->remote);
-		if (!policy_allows(r->opts->conf, (struct sockaddr *)&c->remote)) {
-			addr_format(&c->remote, addr, sizeof(addr));
-			upstream_error(r, KIND_BLOCKED, "address %s is not allowed by policy", addr);
+		upstream_sockaddr(&a->addrs[i], r->spec.url.port, &ss);
+		if (!policy_allows(r->opts->conf, (struct sockaddr *)&ss)) {
+			addr_format(&ss, addr, sizeof(addr));
+			upstream_end(r, END_FAILED, KIND_BLOCKED,
+			    "address %s is not allowed by policy", addr);
 			return;
 		}
 		if (pick == NULL)
 			pick = &a->addrs[i];
 	}
-	c->remotelen = upstream_sockaddr(pick, r->url.port, &c->remote);
-	addr_format(&c->remote, c->remote_str, sizeof(c->remote_str));
-	memcpy(r->remote, c->remote_str, sizeof(r->remote));
-	c->bev = bufferevent_socket_new(ev_base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
-		upstream_error(r, KIND_INTERNAL, "cannot create a connection");
+	sslen = upstream_sockaddr(pick, r->spec.url.port, &ss);
+	pool_conn_set_remote(r->conn, &ss);
+	snprintf(r->rep.remote, sizeof(r->rep.remote), "%s", pool_conn_remote(r->conn));
+	bev = bufferevent_socket_new(up.base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		upstream_end(r, END_FAILED, KIND_INTERNAL, "cannot create a connection");
 		return;
 	}
-	bufferevent_setcb(c->bev, upstream_read, NULL, upstream_event, r);
+	pool_conn_set_bev(r->conn, bev);
+	bufferevent_setcb(bev, upstream_read, NULL, upstream_event, r);
 	/* libevent 2.1 reads 4 KiB a call by default: sixteen recv() and
 	 * callbacks for a 64 KiB body. */
-	bufferevent_set_max_single_read(c->bev, UPSTREAM_READ_MAX);
+	bufferevent_set_max_single_read(bev, UPSTREAM_READ_MAX);
 	r->t_connect = now_us();
 	upstream_set_state(r, UREQ_CONNECTING);
-	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&c->remote, (int)c->remotelen) < 0) {
+	if (bufferevent_socket_connect(bev, (struct sockaddr *)&ss, (int)sslen) < 0) {
 		int err = errno;
 		if (err == EMFILE || err == ENFILE) {
 			/* Out of descriptors: wait for one instead of failing. */
 			pool_fd_pressure();
-			r->want_fresh = 1;
-			upstream_requeue(r);
+			upstream_end(r, END_NO_FD, KIND_CONNECT, "out of descriptors");
 			return;
 		}
-		upstream_fail(r, KIND_CONNECT, 1, upstream_strerror(err, msg, sizeof(msg)));
+		upstream_end(r, END_RETRYABLE, KIND_CONNECT, "%s",
+		    upstream_strerror(err, msg, sizeof(msg)));
 		return;
 	}
 	/* Requests and TLS records are written whole; waiting for an ACK
 	 * before the next one (Nagle against delayed ACKs) costs 40 ms. */
 	int one = 1;
-	setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	metrics.conns_opened++;
 }
 
@@ -449,7 +591,7 @@ upstream_write_headers(const struct ureq *r, struct jbuf *out, const json_t *hdr
 static int
 upstream_has_header(const struct ureq *r, const char *name)
 {
-	return upstream_json_has(r->headers, name) || upstream_json_has(r->opts->headers, name);
+	return upstream_json_has(r->spec.headers, name) || upstream_json_has(r->opts->headers, name);
 }
 
 /* Serialises the request from validated parts; nothing the caller wrote
@@ -459,33 +601,34 @@ upstream_send(struct ureq *r)
 {
 	struct jbuf jb, *out = &jb;
 	char *json = NULL;
-	const char *body = r->body;
-	size_t bodylen = r->bodylen;
+	const char *body = r->spec.body;
+	size_t bodylen = r->spec.bodylen;
 
-	r->conn->nreq++;
-	jb_init(out, bufferevent_get_output(r->conn->bev));
-	jb_add(out, r->method, strlen(r->method));
+	struct bufferevent *bev = pool_conn_bev(r->conn);
+
+	jb_init(out, bufferevent_get_output(bev));
+	jb_add(out, r->spec.method, strlen(r->spec.method));
 	JB_LIT(out, " ");
-	jb_add(out, r->url.target, strlen(r->url.target));
+	jb_add(out, r->spec.url.target, strlen(r->spec.url.target));
 	JB_LIT(out, " HTTP/1.1\r\nHost: ");
-	jb_add(out, r->url.authority, strlen(r->url.authority));
+	jb_add(out, r->spec.url.authority, strlen(r->spec.url.authority));
 	JB_LIT(out, "\r\n");
-	upstream_write_headers(r, out, r->headers, NULL);
-	upstream_write_headers(r, out, r->opts->headers, r->headers);
+	upstream_write_headers(r, out, r->spec.headers, NULL);
+	upstream_write_headers(r, out, r->opts->headers, r->spec.headers);
 	r->decode = !upstream_has_header(r, "accept-encoding");
 	if (r->decode)
 		JB_LIT(out, "Accept-Encoding: gzip, deflate\r\n");
 	if (!upstream_has_header(r, "user-agent"))
 		JB_LIT(out, "User-Agent: fanoutd/" FANOUTD_VERSION "\r\n");
-	if (r->json != NULL) {
-		json = json_dumps(r->json, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (r->spec.json != NULL) {
+		json = json_dumps(r->spec.json, JSON_COMPACT | JSON_ENCODE_ANY);
 		body = json;
 		bodylen = json != NULL ? strlen(json) : 0;
 		if (!upstream_has_header(r, "content-type"))
 			JB_LIT(out, "Content-Type: application/json\r\n");
 	}
-	if (body != NULL || strcmp(r->method, "POST") == 0 || strcmp(r->method, "PUT") == 0 ||
-	    strcmp(r->method, "PATCH") == 0) {
+	if (body != NULL || strcmp(r->spec.method, "POST") == 0 || strcmp(r->spec.method, "PUT") == 0 ||
+	    strcmp(r->spec.method, "PATCH") == 0) {
 		JB_LIT(out, "Content-Length: ");
 		jout_uint(out, bodylen);
 		JB_LIT(out, "\r\n");
@@ -495,8 +638,8 @@ upstream_send(struct ureq *r)
 		jb_add(out, body, bodylen);
 	jb_flush(out);
 	free(json);
-	bufferevent_setcb(r->conn->bev, upstream_read, NULL, upstream_event, r);
-	bufferevent_enable(r->conn->bev, EV_READ | EV_WRITE);
+	bufferevent_setcb(bev, upstream_read, NULL, upstream_event, r);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	upstream_set_state(r, UREQ_HEAD);
 }
 
@@ -529,9 +672,9 @@ upstream_timer(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (r->state == UREQ_BACKOFF) {
 		r->retry_in_us = -1;
-		r->attempts++;
+		r->rep.attempts++;
 		metrics.retries++;
-		upstream_requeue(r);
+		upstream_requeue(r, 0);
 		return;
 	}
 	connect_phase = r->state == UREQ_CONNECTING || r->state == UREQ_TLS;
@@ -540,10 +683,11 @@ upstream_timer(evutil_socket_t fd, short what, void *arg)
 		    r->opts->connect_timeout_ms);
 	else
 		snprintf(msg, sizeof(msg), "%s not complete within %u ms", upstream_phase(r),
-		    r->timeout_ms);
+		    r->spec.timeout_ms);
 	/* A retry or hop still queued when its time is up has nothing left to
-	 * retry with; it must not go to a backoff while on a queue either. */
-	upstream_fail(r, KIND_TIMEOUT, !r->got_bytes && !r->queued, msg);
+	 * retry with. */
+	upstream_end(r, !r->got_bytes && r->state != UREQ_QUEUED ? END_RETRYABLE : END_FAILED,
+	    KIND_TIMEOUT, "%s", msg);
 }
 
 /* Seconds or an HTTP-date, as microseconds from now; -1 if absent or bad. */
@@ -573,7 +717,7 @@ upstream_retry_after(const struct h1_head *h)
 static int
 upstream_visited(const struct ureq *r, const char *href)
 {
-	if (strcmp(r->url.href, href) == 0)
+	if (strcmp(r->spec.url.href, href) == 0)
 		return 1;
 	for (unsigned i = 0; i < r->hops; i++)
 		if (strcmp(r->visited[i], href) == 0)
@@ -581,34 +725,35 @@ upstream_visited(const struct ureq *r, const char *href)
 	return 0;
 }
 
-/* Prepares the hop to location; -1 when r has been finished with an error. */
+/* Prepares the hop to location: 0, or -1 with why when it cannot be
+ * followed (the request's result is then that error). */
 static int
-upstream_plan_redirect(struct ureq *r, const struct h1_header *loc)
+upstream_plan_redirect(struct ureq *r, const struct h1_header *loc, char *why, size_t whylen)
 {
-	char why[128], *location;
-	int st = r->head.status;
+	char bad[128], *location;
+	int st = r->rep.head.status;
 
 	if (r->hops >= r->opts->follow_redirects) {
-		upstream_error(r, KIND_REDIRECTS, "more than %u redirects", r->opts->follow_redirects);
+		snprintf(why, whylen, "more than %u redirects", r->opts->follow_redirects);
 		return -1;
 	}
 	location = xstrndup(loc->value, loc->valuelen);
-	if (url_resolve(&r->next_url, &r->url, location, why, sizeof(why)) < 0) {
+	if (url_resolve(&r->next_url, &r->spec.url, location, bad, sizeof(bad)) < 0) {
 		free(location);
-		upstream_error(r, KIND_REDIRECTS, "bad Location: %s", why);
+		snprintf(why, whylen, "bad Location: %s", bad);
 		return -1;
 	}
 	free(location);
 	if (upstream_visited(r, r->next_url.href)) {
-		upstream_error(r, KIND_REDIRECTS, "redirect loop at %s", r->next_url.href);
+		snprintf(why, whylen, "redirect loop at %s", r->next_url.href);
 		return -1;
 	}
-	if ((st == 303 && strcmp(r->method, "HEAD") != 0) ||
-	    ((st == 301 || st == 302) && strcmp(r->method, "POST") == 0)) {
-		r->method = "GET";
-		r->body = NULL;
-		r->bodylen = 0;
-		r->json = NULL;
+	if ((st == 303 && strcmp(r->spec.method, "HEAD") != 0) ||
+	    ((st == 301 || st == 302) && strcmp(r->spec.method, "POST") == 0)) {
+		r->spec.method = "GET";
+		r->spec.body = NULL;
+		r->spec.bodylen = 0;
+		r->spec.json = NULL;
 	}
 	return 0;
 }
@@ -619,16 +764,16 @@ upstream_redirect(struct ureq *r)
 {
 	if (r->visited == NULL)
 		r->visited = xcalloc(r->opts->follow_redirects, sizeof(*r->visited));
-	r->visited[r->hops++] = xstrdup(r->url.href);
-	if (strcmp(r->next_url.origin, r->url.origin) != 0)
+	r->visited[r->hops++] = xstrdup(r->spec.url.href);
+	if (strcmp(r->next_url.origin, r->spec.url.origin) != 0)
 		r->strip_credentials = 1;
-	url_free(&r->url);
-	r->url = r->next_url;
+	url_free(&r->spec.url);
+	r->spec.url = r->next_url;
 	memset(&r->next_url, 0, sizeof(r->next_url));
 	free(r->final_url);
-	r->final_url = xstrdup(r->url.href);
+	r->final_url = xstrdup(r->spec.url.href);
 	metrics.redirects++;
-	upstream_requeue(r);
+	upstream_requeue(r, 0);
 }
 
 static int
@@ -643,86 +788,82 @@ upstream_is_retry_status(int status)
 	return status == 429 || status == 502 || status == 503 || status == 504;
 }
 
-/* A final head is in: decide what its body is for. -1: r is finished. */
-static int
+/* A final head is in: decide what its body is for. */
+static void
 upstream_on_head(struct ureq *r)
 {
-	const struct h1_header *loc = h1_find(&r->head, "location");
-	int st = r->head.status;
+	const struct h1_header *loc = h1_find(&r->rep.head, "location");
+	int st = r->rep.head.status;
+	char why[160];
 
+	r->fate = FATE_RESULT;
 	if (upstream_is_redirect(st) && r->opts->follow_redirects > 0 && loc != NULL) {
-		if (upstream_plan_redirect(r, loc) < 0)
-			return -1;
-		r->discard = 1;
+		if (upstream_plan_redirect(r, loc, why, sizeof(why)) < 0) {
+			upstream_end(r, END_FAILED, KIND_REDIRECTS, "%s", why);
+			return;
+		}
+		r->fate = FATE_REDIRECT;
 	} else if (upstream_is_retry_status(st)) {
-		r->retry_in_us = upstream_retry_delay(r, upstream_retry_after(&r->head));
-		r->discard = r->retry_in_us >= 0;
+		r->retry_in_us = upstream_retry_delay(r, upstream_retry_after(&r->rep.head));
+		if (r->retry_in_us >= 0)
+			r->fate = FATE_RETRY;
 	}
-	h1_body_init(&r->hbody, &r->head);
+	h1_body_init(&r->hbody, &r->rep.head);
 	if (r->raw == NULL)
 		r->raw = evbuffer_new();
-	if (!r->discard) {
-		r->resp = evbuffer_new();
-		r->resp_bytes = 0;
+	if (r->fate == FATE_RESULT) {
+		r->rep.body = evbuffer_new();
+		r->rep.bytes = 0;
 		if (r->decode)
-			r->dec = body_dec_new(r->head.content_encoding);
+			r->dec = body_dec_new(r->rep.head.content_encoding);
 	}
 	upstream_set_state(r, UREQ_BODY);
-	return 0;
 }
 
-/* Takes the head off the input; -1: r is finished; 0: wait or go on. */
-static int
+/* Takes the head off the input, if it is all there. */
+static void
 upstream_read_head(struct ureq *r, struct evbuffer *in)
 {
 	const char *why = NULL;
 
 	for (;;) {
 		int rc = h1_parse_head(in, r->opts->max_header_bytes,
-		    strcmp(r->method, "HEAD") == 0, &r->head, &why);
+		    strcmp(r->spec.method, "HEAD") == 0, &r->rep.head, &why);
 		if (rc == H1_AGAIN)
-			return 0;
+			return;
 		if (rc == H1_TOO_BIG) {
-			upstream_error(r, KIND_PROTOCOL, "response header block over %zu bytes",
-			    r->opts->max_header_bytes);
-			return -1;
+			upstream_end(r, END_FAILED, KIND_PROTOCOL,
+			    "response header block over %zu bytes", r->opts->max_header_bytes);
+			return;
 		}
 		if (rc == H1_ERROR) {
-			upstream_error(r, KIND_PROTOCOL, "%s", why);
-			return -1;
+			upstream_end(r, END_FAILED, KIND_PROTOCOL, "%s", why);
+			return;
 		}
-		metrics.bytes_in += r->head.blocklen;
-		if (r->head.status >= 200) {
-			r->ttfb_ms = us_to_ms(now_us() - r->t_dispatch);
-			return upstream_on_head(r);
+		metrics.bytes_in += r->rep.head.blocklen;
+		if (r->rep.head.status >= 200) {
+			r->rep.ttfb_ms = us_to_ms(now_us() - r->rep.t_dispatch);
+			upstream_on_head(r);
+			return;
 		}
-		if (r->head.status == 101) {
-			upstream_error(r, KIND_PROTOCOL, "unexpected 101 Switching Protocols");
-			return -1;
+		if (r->rep.head.status == 101) {
+			upstream_end(r, END_FAILED, KIND_PROTOCOL, "unexpected 101 Switching Protocols");
+			return;
 		}
-		h1_head_clear(&r->head);	/* an interim response: skip it */
+		h1_head_clear(&r->rep.head);	/* an interim response: skip it */
 	}
 }
 
-/* The body is in: a result, or the planned retry or hop. */
+/* The body is in: its fate follows. */
 static void
 upstream_body_done(struct ureq *r)
 {
-	int keep = r->head.keep_alive;
-
 	if (r->dec != NULL && body_dec_finish(r->dec) != BODY_OK) {
-		upstream_error(r, KIND_PROTOCOL, "%s body is corrupt or truncated",
-		    r->head.content_encoding);
+		upstream_end(r, END_FAILED, KIND_PROTOCOL, "%s body is corrupt or truncated",
+		    r->rep.head.content_encoding);
 		return;
 	}
-	if (r->discard && r->next_url.href != NULL) {
-		upstream_drop_conn(r, keep);
-		upstream_redirect(r);
-	} else if (r->discard) {
-		upstream_drop_conn(r, keep);
-		upstream_backoff(r, r->retry_in_us);
-	} else
-		upstream_finish(r, keep);
+	upstream_end(r, END_RESPONSE, KIND_NONE, "response");
 }
 
 /* In body mode "none" the bytes are counted (decoded, for `bytes` and the
@@ -731,47 +872,45 @@ static void
 upstream_keep_body(struct ureq *r)
 {
 	if (r->opts->body == BODY_NONE)
-		evbuffer_drain(r->resp, evbuffer_get_length(r->resp));
+		evbuffer_drain(r->rep.body, evbuffer_get_length(r->rep.body));
 }
 
-/* Moves what the transfer coding released into the response body. */
-static int
+/* Moves what the transfer coding released into the response body; ends r
+ * on a body it cannot take. */
+static void
 upstream_take_body(struct ureq *r)
 {
 	size_t n = evbuffer_get_length(r->raw);
 
 	metrics.bytes_in += n;
-	if (r->discard) {
-		r->resp_bytes += n;
+	if (r->fate != FATE_RESULT) {
+		r->rep.bytes += n;
 		evbuffer_drain(r->raw, n);
-		if (r->resp_bytes > UPSTREAM_DISCARD_MAX)
-			r->head.keep_alive = 0;	/* not worth reading on */
-		return 0;
+		if (r->rep.bytes > UPSTREAM_DISCARD_MAX)
+			r->rep.head.keep_alive = 0;	/* not worth reading on */
+		return;
 	}
 	if (r->dec != NULL) {
-		int rc = body_dec_write(r->dec, r->raw, r->resp, &r->resp_bytes,
-		    r->max_body);
-		if (rc == BODY_TOO_LARGE) {
-			upstream_error(r, KIND_TOO_LARGE, "body over %zu bytes (decoded)",
-			    r->max_body);
-			return -1;
-		}
-		if (rc == BODY_CORRUPT) {
-			upstream_error(r, KIND_PROTOCOL, "%s body is corrupt",
-			    r->head.content_encoding);
-			return -1;
-		}
-		upstream_keep_body(r);
-		return 0;
+		int rc = body_dec_write(r->dec, r->raw, r->rep.body, &r->rep.bytes,
+		    r->opts->max_body_bytes);
+		if (rc == BODY_TOO_LARGE)
+			upstream_end(r, END_FAILED, KIND_TOO_LARGE, "body over %zu bytes (decoded)",
+			    r->opts->max_body_bytes);
+		else if (rc == BODY_CORRUPT)
+			upstream_end(r, END_FAILED, KIND_PROTOCOL, "%s body is corrupt",
+			    r->rep.head.content_encoding);
+		else
+			upstream_keep_body(r);
+		return;
 	}
-	if (r->resp_bytes + n > r->max_body) {
-		upstream_error(r, KIND_TOO_LARGE, "body over %zu bytes", r->max_body);
-		return -1;
+	if (r->rep.bytes + n > r->opts->max_body_bytes) {
+		upstream_end(r, END_FAILED, KIND_TOO_LARGE, "body over %zu bytes",
+		    r->opts->max_body_bytes);
+		return;
 	}
-	r->resp_bytes += n;
-	evbuffer_add_buffer(r->resp, r->raw);
+	r->rep.bytes += n;
+	evbuffer_add_buffer(r->rep.body, r->raw);
 	upstream_keep_body(r);
-	return 0;
 }
 
 static void
@@ -802,15 +941,16 @@ upstream_skim(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (n <= 0) {	/* closed or failed mid-body: the reader says so */
 		upstream_skim_stop(r);
-		upstream_consume(r, bufferevent_get_input(r->conn->bev), 1);
+		upstream_consume(r, bufferevent_get_input(pool_conn_bev(r->conn)), 1);
 		return;
 	}
 	metrics.bytes_in += (uint64_t)n;
-	if (r->resp_bytes + (size_t)n > r->max_body) {
-		upstream_error(r, KIND_TOO_LARGE, "body over %zu bytes", r->max_body);
+	if (r->rep.bytes + (size_t)n > r->opts->max_body_bytes) {
+		upstream_end(r, END_FAILED, KIND_TOO_LARGE, "body over %zu bytes",
+		    r->opts->max_body_bytes);
 		return;
 	}
-	r->resp_bytes += (size_t)n;
+	r->rep.bytes += (size_t)n;
 	if (h1_body_skipped(&r->hbody, (uint64_t)n) == H1_DONE) {
 		char c;
 
@@ -819,69 +959,67 @@ upstream_skim(evutil_socket_t fd, short what, void *arg)
 		 * response: the connection is not kept, as when a bufferevent
 		 * read brings them in with the body. */
 		if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0)
-			r->head.keep_alive = 0;
+			r->rep.head.keep_alive = 0;
 		upstream_skim_stop(r);
 		upstream_body_done(r);
 	}
 }
 
 /* Whether the rest of r's body can go by upstream_skim, and if so starts it. */
-static int
+static void
 upstream_skim_start(struct ureq *r)
 {
-	struct bufferevent *bev = r->conn->bev;
+	struct bufferevent *bev = pool_conn_bev(r->conn);
 
-	if (r->skim != NULL || r->opts->body != BODY_NONE || r->discard || r->dec != NULL ||
-	    h1_body_skippable(&r->hbody) == 0 || bufferevent_get_underlying(bev) != NULL ||
+	if (r->skim != NULL || r->opts->body != BODY_NONE || r->fate != FATE_RESULT ||
+	    r->dec != NULL || h1_body_skippable(&r->hbody) == 0 ||
+	    bufferevent_get_underlying(bev) != NULL ||
 	    evbuffer_get_length(bufferevent_get_input(bev)) != 0)
-		return 0;
-	r->skim = event_new(ev_base, bufferevent_getfd(bev), EV_READ | EV_PERSIST,
+		return;
+	r->skim = event_new(up.base, bufferevent_getfd(bev), EV_READ | EV_PERSIST,
 	    upstream_skim, r);
 	if (r->skim == NULL || event_add(r->skim, NULL) != 0) {
 		upstream_skim_stop(r);
-		return 0;
+		return;
 	}
 	bufferevent_disable(bev, EV_READ);
-	return 1;
 }
 
-/* Returns 1 while r goes on reading this connection, 0 once it has left it
- * (finished and freed, or gone back to the queue or to a backoff). */
-static int
+static void
 upstream_read_body(struct ureq *r, struct evbuffer *in, int eof)
 {
 	const char *why = NULL;
 	int rc = h1_body_read(&r->hbody, in, r->raw, eof, &why);
 
 	if (rc == H1_ERROR) {
-		upstream_error(r, KIND_PROTOCOL, "%s", why);
-		return 0;
+		upstream_end(r, END_FAILED, KIND_PROTOCOL, "%s", why);
+		return;
 	}
-	if (upstream_take_body(r) < 0)
-		return 0;
-	if (rc == H1_DONE || (r->discard && !r->head.keep_alive)) {
+	upstream_take_body(r);
+	if (r->state != UREQ_BODY)
+		return;
+	if (rc == H1_DONE || (r->fate != FATE_RESULT && !r->rep.head.keep_alive)) {
 		/* A discarded body on a connection that closes anyway is not
 		 * worth reading on. */
 		upstream_body_done(r);
-		return 0;
+		return;
 	}
 	upstream_skim_start(r);
-	return 1;
 }
 
-/* Takes what the connection has read; eof: it has closed too. The same
- * 0/1 as upstream_read_body. TLS can report the close together with the
- * last bytes, so the close is handled only after they are consumed. */
-static int
+/* Takes what the connection has read; eof: it has closed too. TLS can
+ * report the close together with the last bytes, so the close is handled
+ * only after they are consumed. Afterwards r may have left the connection:
+ * upstream_reading(r) says whether it still reads it. */
+static void
 upstream_consume(struct ureq *r, struct evbuffer *in, int eof)
 {
 	if (evbuffer_get_length(in) > 0)
 		r->got_bytes = 1;
-	if (r->state == UREQ_HEAD && upstream_read_head(r, in) < 0)
-		return 0;
+	if (r->state == UREQ_HEAD)
+		upstream_read_head(r, in);
 	if (r->state == UREQ_BODY)
-		return upstream_read_body(r, in, eof);
-	return 1;
+		upstream_read_body(r, in, eof);
 }
 
 static void
@@ -895,44 +1033,35 @@ upstream_closed(struct ureq *r, int err)
 {
 	char msg[96];
 
-	if (r->state == UREQ_CONNECTING) {
-		upstream_fail(r, KIND_CONNECT, 1, err != 0 ? upstream_strerror(err, msg, sizeof(msg)) :
-		    "connection closed");
-		return;
-	}
-	if (!r->got_bytes && r->reused && !r->fresh_retry_done) {
-		/* The upstream closed a kept-alive connection as we reused it:
-		 * the request never reached it, so one more go is safe. */
-		log_debug("request %zu: kept-alive connection was closed; retrying fresh", r->index);
-		r->fresh_retry_done = 1;
-		r->want_fresh = 1;
-		upstream_requeue(r);
-		return;
-	}
-	if (!r->got_bytes)
-		upstream_error(r, KIND_PROTOCOL, "connection closed before any response%s%s",
-		    err != 0 ? ": " : "", err != 0 ? upstream_strerror(err, msg, sizeof(msg)) : "");
+	if (r->state == UREQ_CONNECTING)
+		upstream_end(r, END_RETRYABLE, KIND_CONNECT, "%s",
+		    err != 0 ? upstream_strerror(err, msg, sizeof(msg)) : "connection closed");
+	else if (!r->got_bytes)
+		upstream_end(r, r->rep.reused ? END_STALE : END_FAILED, KIND_PROTOCOL,
+		    "connection closed before any response%s%s", err != 0 ? ": " : "",
+		    err != 0 ? upstream_strerror(err, msg, sizeof(msg)) : "");
 	else
-		upstream_error(r, KIND_PROTOCOL, "connection closed inside the response head");
+		upstream_end(r, END_FAILED, KIND_PROTOCOL,
+		    "connection closed inside the response head");
 }
 
 /* TCP is up on an https origin: the handshake runs in a filter over it. */
 static void
 upstream_start_tls(struct ureq *r)
 {
-	struct conn *c = r->conn;
-	SSL *ssl = tls_ssl_new(r->opts->tls, c->origin, r->url.host_is_ip);
+	SSL *ssl = tls_ssl_new(r->opts->tls, pool_conn_tls(r->conn), r->spec.url.host,
+	    r->spec.url.host_is_ip);
 	struct bufferevent *tls;
 
-	tls = ssl == NULL ? NULL : bufferevent_openssl_filter_new(ev_base, c->bev, ssl,
-	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	tls = ssl == NULL ? NULL : bufferevent_openssl_filter_new(up.base,
+	    pool_conn_bev(r->conn), ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tls == NULL) {
 		if (ssl != NULL)
 			SSL_free(ssl);
-		upstream_error(r, KIND_INTERNAL, "cannot start TLS");
+		upstream_end(r, END_FAILED, KIND_INTERNAL, "cannot start TLS");
 		return;
 	}
-	c->bev = tls;	/* frees the TCP bufferevent with it */
+	pool_conn_set_bev(r->conn, tls);	/* frees the TCP bufferevent with it */
 	/* Many servers close without close_notify; the HTTP framing, not the
 	 * TLS layer, says whether a body was complete. */
 	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
@@ -945,14 +1074,14 @@ static void
 upstream_connected(struct ureq *r)
 {
 	if (r->state == UREQ_CONNECTING) {
-		r->connect_ms = us_to_ms(now_us() - r->t_connect);
-		if (r->url.https) {
+		r->rep.connect_ms = us_to_ms(now_us() - r->t_connect);
+		if (r->spec.url.https) {
 			upstream_start_tls(r);
 			return;
 		}
 	} else {
-		r->tls_ms = us_to_ms(now_us() - r->t_phase);
-		tls_handshake_done(bufferevent_openssl_get_ssl(r->conn->bev));
+		r->rep.tls_ms = us_to_ms(now_us() - r->t_phase);
+		tls_handshake_done(bufferevent_openssl_get_ssl(pool_conn_bev(r->conn)));
 	}
 	upstream_send(r);
 }
@@ -971,42 +1100,71 @@ upstream_event(struct bufferevent *bev, short what, void *arg)
 	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
 		return;
 	if (r->state == UREQ_TLS) {
-		upstream_error(r, KIND_TLS, "%s", tls_failure(bev, why, sizeof(why)));
+		upstream_end(r, END_FAILED, KIND_TLS, "%s", tls_failure(bev, why, sizeof(why)));
 		return;
 	}
-	if (r->url.https)
+	if (r->spec.url.https)
 		tls_failure(bev, why, sizeof(why));	/* drained: this connection's alone */
-	if ((r->state == UREQ_HEAD || r->state == UREQ_BODY) &&
-	    upstream_consume(r, bufferevent_get_input(bev), 1) == 0)
-		return;
+	if (upstream_reading(r)) {
+		upstream_consume(r, bufferevent_get_input(bev), 1);
+		if (!upstream_reading(r))
+			return;
+	}
 	upstream_closed(r, (what & BEV_EVENT_ERROR) ? err : 0);
 }
 
 void
 upstream_abort(struct ureq *r, enum kind kind, const char *msg)
 {
-	upstream_error(r, kind, "%s", msg);
+	upstream_end(r, END_FAILED, kind, "%s", msg);
 }
 
 void
 upstream_free(struct ureq *r)
 {
-	if (r == NULL)
-		return;
-	url_free(&r->url);
+	TAILQ_INSERT_TAIL(&up.dead, r, reap);
+	event_active(up.reaper, 0, 0);
+}
+
+static void
+upstream_free_now(struct ureq *r)
+{
+	url_free(&r->spec.url);
 	url_free(&r->next_url);
 	for (unsigned i = 0; i < r->hops; i++)
 		free(r->visited[i]);
 	free(r->visited);
-	h1_head_clear(&r->head);
+	h1_head_clear(&r->rep.head);
 	body_dec_free(r->dec);
 	if (r->raw != NULL)
 		evbuffer_free(r->raw);
-	if (r->resp != NULL)
-		evbuffer_free(r->resp);
+	if (r->rep.body != NULL)
+		evbuffer_free(r->rep.body);
 	if (r->timer != NULL)
 		event_free(r->timer);
 	upstream_skim_stop(r);
 	free(r->final_url);
 	free(r);
+}
+
+static void
+upstream_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct ureq *r;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	while ((r = TAILQ_FIRST(&up.dead)) != NULL) {
+		TAILQ_REMOVE(&up.dead, r, reap);
+		upstream_free_now(r);
+	}
+}
+
+void
+upstream_shutdown(void)
+{
+	upstream_reap(-1, 0, NULL);
+	event_free(up.reaper);
+	up.reaper = NULL;
 }

@@ -1,26 +1,52 @@
-/* upstream.h: one upstream request's life, from dispatch to result: resolve,
- * connect, send, read the head and body, and the one funnel that turns every
- * failure into a retry, a fresh-connection retry, a redirect or a result. */
+/* upstream.h: one upstream request's life, from a connection to its result:
+ * resolve, connect, TLS, send, read the head and body, and the one funnel
+ * that decides, at the end of every attempt, between a result, a redirect,
+ * a retry and a retry on a fresh connection.
+ *
+ * A request does not know who queues it: it reports to its owner through
+ * the callbacks it was made with. */
 #ifndef FANOUTD_UPSTREAM_H
 #define FANOUTD_UPSTREAM_H
 
-#include "engine.h"
+#include "report.h"
+#include "spec.h"
 
 struct event_base;
+struct conn;
+
+struct ureq;	/* one upstream request */
+
+struct upstream_owner {
+	/* r wants to go again, to u's origin (a retry or a redirect's hop);
+	 * fresh: not on a kept-alive connection. The owner calls
+	 * upstream_start when a connection is there. */
+	void (*requeue)(void *arg, const struct url *u, int fresh);
+	/* r has let go of its connection. */
+	void (*released)(void *arg);
+	/* r is finished; rep is final. The owner calls upstream_free when done
+	 * with it. */
+	void (*done)(void *arg, const struct report *rep);
+};
 
 void upstream_init(struct event_base *base);
+/* Frees what waits for the next loop turn; the loop has stopped. */
+void upstream_shutdown(void);
 
-/* A ureq for a validated request; queued by the batch. */
-struct ureq *upstream_new(struct batch *b, const struct bopts *opts, size_t index);
+/* A request for spec (whose url it takes over), index `index` of a batch
+ * with options o (which outlive it). */
+struct ureq *upstream_new(const struct upstream_owner *owner, void *arg,
+    const struct bopts *o, size_t index, struct reqspec *spec);
 
-/* From sched.c: r may go, on c (kept-alive when reused). */
+/* r may go, on c (kept-alive when reused): its first attempt, or the one
+ * it asked for with requeue. */
 void upstream_start(struct ureq *r, struct conn *c, int reused);
 
-/* Ends r now with kind (deadline, cancelled) and hands it to its batch; r
- * may be queued or in any state of flight. */
+/* Ends r now with kind (deadline, cancelled) wherever it is, queued or in
+ * any state of flight; done is called before this returns. */
 void upstream_abort(struct ureq *r, enum kind kind, const char *msg);
 
+/* A finished r is freed on the next loop turn, so that no code still on
+ * the stack under done finds it gone. */
 void upstream_free(struct ureq *r);
-
 
 #endif

@@ -220,7 +220,7 @@ test_result_object(void)
 	    "Set-Cookie: a=1\r\nX-Many: 1\r\nset-cookie: b=2\r\nx-many: 2\r\nX-Bin: \xff\r\n"
 	    "Content-Length: 2\r\n\r\n";
 	struct bopts o = { .include_headers = 1, .body = BODY_AUTO };
-	struct ureq r = { .opts = &o, .index = 3, .attempts = 1, .reused = 1 };
+	struct report r = { .index = 3, .attempts = 1, .reused = 1 };
 	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
 	const char *why;
 	json_t *elem = json_pack("{s:s,s:i}", "url", "http://a.test/x", "id", 7), *v;
@@ -228,10 +228,10 @@ test_result_object(void)
 
 	evbuffer_add(in, resp, sizeof(resp) - 1);
 	CHECK(h1_parse_head(in, 65536, 0, &r.head, &why) == H1_DONE);
-	r.resp = evbuffer_new();
-	evbuffer_add(r.resp, "[]", 2);
-	r.resp_bytes = 2;
-	result_write(out, &r, elem, 0);
+	r.body = evbuffer_new();
+	evbuffer_add(r.body, "[]", 2);
+	r.bytes = 2;
+	result_write(out, &r, &o, elem, 0);
 	got = text_of(out);
 	v = json_loads(got, 0, NULL);
 	CHECK(v != NULL);
@@ -253,7 +253,7 @@ test_result_object(void)
 	evbuffer_drain(out, evbuffer_get_length(out));
 	r.kind = KIND_TIMEOUT;
 	snprintf(r.msg, sizeof(r.msg), "body not complete within 5 ms");
-	result_write(out, &r, elem, 0);
+	result_write(out, &r, &o, elem, 0);
 	got = text_of(out);
 	v = json_loads(got, 0, NULL);
 	CHECK(v != NULL && json_object_get(v, "status") == NULL);
@@ -262,7 +262,7 @@ test_result_object(void)
 	free(got);
 
 	h1_head_clear(&r.head);
-	evbuffer_free(r.resp);
+	evbuffer_free(r.body);
 	evbuffer_free(in);
 	evbuffer_free(out);
 	json_decref(elem);
@@ -274,7 +274,7 @@ static void
 test_long_header_names(void)
 {
 	struct bopts o = { .include_headers = 1, .body = BODY_NONE };
-	struct ureq r = { .opts = &o, .attempts = 1 };
+	struct report r = { .attempts = 1 };
 	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
 	char name[700], want[700];
 	const char *why;
@@ -290,8 +290,8 @@ test_long_header_names(void)
 	}
 	evbuffer_add_printf(in, "Content-Length: 0\r\n\r\n");
 	CHECK(h1_parse_head(in, 65536, 0, &r.head, &why) == H1_DONE);
-	r.resp = evbuffer_new();
-	result_write(out, &r, elem, 0);
+	r.body = evbuffer_new();
+	result_write(out, &r, &o, elem, 0);
 	got = text_of(out);
 	v = json_loads(got, JSON_REJECT_DUPLICATES, NULL);
 	CHECK(v != NULL);
@@ -308,7 +308,7 @@ test_long_header_names(void)
 	json_decref(v);
 	free(got);
 	h1_head_clear(&r.head);
-	evbuffer_free(r.resp);
+	evbuffer_free(r.body);
 	evbuffer_free(in);
 	evbuffer_free(out);
 	json_decref(elem);
