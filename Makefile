@@ -25,7 +25,7 @@ ASAN_OBJS := $(LIB_SRCS:daemon/%.c=build/asan/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/%)
 
 .PHONY: all deps test-deps run test unit integration asan clean bench \
-        install uninstall package package-test
+        install uninstall package package-test modgraph
 all: fanoutd
 
 deps:
@@ -56,6 +56,14 @@ build/asan/test_h1: build/asan/h1.o build/asan/log.o
 build/asan/test_body: build/asan/body.o build/asan/log.o
 build/asan/test_result: build/asan/result.o build/asan/jout.o build/asan/h1.o build/asan/util.o build/asan/log.o
 build/asan/test_dnscache: build/asan/dnscache.o build/asan/map.o build/asan/metrics.o build/asan/util.o build/asan/log.o build/asan/conf.o build/asan/policy.o
+# The engine's modules, each with what lies below it and nothing above.
+POOL_DEPS := build/asan/pool.o build/asan/tls.o build/asan/url.o build/asan/map.o \
+             build/asan/metrics.o build/asan/util.o build/asan/log.o
+build/asan/test_pool: $(POOL_DEPS)
+build/asan/test_sched: build/asan/sched.o $(POOL_DEPS)
+build/asan/test_upstream: build/asan/upstream.o $(POOL_DEPS) build/asan/dnscache.o \
+                          build/asan/policy.o build/asan/conf.o build/asan/h1.o \
+                          build/asan/body.o build/asan/jout.o
 
 asan: build/asan/fanoutd
 
@@ -66,11 +74,15 @@ run: deps
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do ASAN_OPTIONS=detect_leaks=1 ./$$t; done
 
+# Calls go only downward: a cycle among the modules fails the build's tests.
+modgraph: fanoutd
+	@scripts/modgraph build/rel >/dev/null
+
 integration: build/asan/fanoutd
 	FANOUTD_BIN=$(CURDIR)/build/asan/fanoutd $(PYTEST) -q -p no:cacheprovider tests/integration
 
 test: test-deps
-	@$(MAKE) --no-print-directory fanoutd unit integration package-test
+	@$(MAKE) --no-print-directory fanoutd modgraph unit integration package-test
 
 bench:
 	@sh scripts/deps.sh bench
