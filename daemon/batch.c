@@ -138,6 +138,7 @@ batch_free(evutil_socket_t fd, short what, void *arg)
 	if (bs.count == 0) {
 		/* glibc keeps freed heap for reuse; an idle daemon gives it back,
 		 * so RSS returns near its starting value after a big batch. */
+		upstream_trim();
 		malloc_trim(0);
 		if (bs.idle != NULL)
 			bs.idle();
@@ -526,9 +527,9 @@ batch_req_done(void *arg, const struct report *rep)
 
 	TAILQ_REMOVE(&b->live, q, link);
 	sched_finished(q->sr);
-	upstream_free(q->u);
+	batch_result(b, rep);	/* may end the batch, which is freed a turn later */
+	upstream_free(q->u);	/* and with it rep */
 	free(q);
-	batch_result(b, rep);	/* may end the batch: last */
 }
 
 static const struct upstream_owner batch_req_owner = {

@@ -31,6 +31,8 @@ struct upstream_owner {
 void upstream_init(struct event_base *base);
 /* Frees what waits for the next loop turn; the loop has stopped. */
 void upstream_shutdown(void);
+/* Gives back the memory kept for the next requests (the daemon is idle). */
+void upstream_trim(void);
 
 /* A request for spec (whose url it takes over), index `index` of a batch
  * with options o (which outlive it). */
