@@ -208,7 +208,8 @@ pool_reload(unsigned max_conns, unsigned max_per_host, unsigned idle_timeout_s)
 		pool.budget = max_conns;
 	pool.max_per_host = max_per_host;
 	pool.idle_timeout.tv_sec = idle_timeout_s;
-	pool_tell_room();	/* raised limits can let waiting origins go */
+	if (pool.listener != NULL)	/* raised limits can let waiting origins go */
+		pool.listener->limits_changed();
 }
 
 int

@@ -25,6 +25,8 @@ struct pool_listener {
 	void (*origin_freed)(struct origin *o);
 	/* The global budget may have room again. */
 	void (*room_freed)(void);
+	/* A reload changed the limits: any origin may have room. */
+	void (*limits_changed)(void);
 };
 
 void pool_init(struct event_base *base, unsigned max_conns, unsigned max_per_host,

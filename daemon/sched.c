@@ -19,12 +19,15 @@
 struct sorigin {
 	struct origin *origin;
 	unsigned refs;			/* bhosts */
-	TAILQ_HEAD(, bhost) waiters;	/* bhosts waiting for this origin */
-	int starving;			/* on the global starving list */
-	TAILQ_ENTRY(sorigin) starve_link;
+	TAILQ_HEAD(, bhost) waiters;	/* bhosts waiting for this origin's limit */
 };
 
-enum bhost_where { BH_NONE, BH_READY, BH_WAITING };
+enum bhost_where {
+	BH_NONE,
+	BH_READY,	/* on sb->ready */
+	BH_WAITING,	/* on so->waiters: the origin is at max_per_host */
+	BH_STARVING,	/* on sched.starving: the global budget is used */
+};
 
 /* One batch's queue and slots for one origin. */
 struct bhost {
@@ -38,7 +41,7 @@ struct bhost {
 	size_t fhead, fcount, fcap;
 	unsigned inflight;		/* connections of this batch to this origin */
 	enum bhost_where where;
-	TAILQ_ENTRY(bhost) link;	/* sb->ready or so->waiters */
+	TAILQ_ENTRY(bhost) link;	/* sb->ready, so->waiters or sched.starving */
 	TAILQ_ENTRY(bhost) all;
 };
 
@@ -78,16 +81,21 @@ struct sched_req {
 static struct {
 	struct event *pump;
 	TAILQ_HEAD(sched_batches, sched_batch) batches;
-	TAILQ_HEAD(, sorigin) starving;	/* origins parked on the global budget */
+	/* bhosts parked on the global budget, in the order they parked: a
+	 * freed slot goes to the first, and a bhost that used one parks again
+	 * at the back, so batches to different origins take turns. */
+	TAILQ_HEAD(, bhost) starving;
 } sched;
 
 static void sched_pump(evutil_socket_t fd, short what, void *arg);
 static void sched_origin_freed(struct origin *o);
 static void sched_room_freed(void);
+static void sched_limits_changed(void);
 
 static const struct pool_listener sched_pool_listener = {
 	.origin_freed = sched_origin_freed,
 	.room_freed = sched_room_freed,
+	.limits_changed = sched_limits_changed,
 };
 
 void
@@ -146,6 +154,8 @@ bhost_unlink(struct bhost *bh)
 		TAILQ_REMOVE(&bh->sb->ready, bh, link);
 	else if (bh->where == BH_WAITING)
 		TAILQ_REMOVE(&bh->so->waiters, bh, link);
+	else if (bh->where == BH_STARVING)
+		TAILQ_REMOVE(&sched.starving, bh, link);
 	bh->where = BH_NONE;
 }
 
@@ -155,24 +165,17 @@ bhost_empty(const struct bhost *bh)
 	return TAILQ_EMPTY(&bh->cont) && bh->fcount == 0;
 }
 
+/* A parked bhost stays parked: only what it waits for unparks it. Taking
+ * it off the budget's line because its own request ended was what let a
+ * big batch keep the budget from a small one. */
 static void
 bhost_make_ready(struct bhost *bh)
 {
-	if (bh->where == BH_READY || bhost_empty(bh) || bh->inflight >= bh->sb->per_host)
+	if (bh->where != BH_NONE || bhost_empty(bh) || bh->inflight >= bh->sb->per_host)
 		return;
-	bhost_unlink(bh);
 	bh->where = BH_READY;
 	TAILQ_INSERT_TAIL(&bh->sb->ready, bh, link);
 	sched_kick();
-}
-
-static void
-sorigin_starve_end(struct sorigin *so)
-{
-	if (!so->starving)
-		return;
-	so->starving = 0;
-	TAILQ_REMOVE(&sched.starving, so, starve_link);
 }
 
 static struct sorigin *
@@ -197,7 +200,6 @@ sorigin_put(struct sorigin *so)
 {
 	if (--so->refs > 0)
 		return;
-	sorigin_starve_end(so);
 	pool_origin_set_data(so->origin, NULL);
 	pool_origin_put(so->origin);
 	free(so);
@@ -214,8 +216,7 @@ sched_batch_free(struct sched_batch *sb)
 	while ((bh = TAILQ_FIRST(&sb->hosts)) != NULL) {
 		TAILQ_REMOVE(&sb->hosts, bh, all);
 		bhost_unlink(bh);
-		if (TAILQ_EMPTY(&bh->so->waiters))
-			sorigin_starve_end(bh->so);	/* nobody waits for it */
+		metrics.requests_queued -= bh->fcount;
 		sorigin_put(bh->so);
 		free(bh->fresh);
 		free(bh);
@@ -382,7 +383,6 @@ sched_origin_freed(struct origin *o)
 		bhost_unlink(bh);
 		bhost_make_ready(bh);
 	}
-	sorigin_starve_end(so);
 }
 
 /* From the pool: the global budget may have room. */
@@ -392,20 +392,36 @@ sched_room_freed(void)
 	sched_kick();
 }
 
-/* Parks bh on its origin until the origin (or, when starving, the global
- * budget) frees. */
+/* From the pool, after a reload: every bhost waiting for its origin's
+ * limit looks again (a reload is rare; this walks every batch). */
 static void
-bhost_park(struct bhost *bh, int starving)
+sched_limits_changed(void)
 {
-	struct sorigin *so = bh->so;
+	struct sched_batch *sb;
+	struct bhost *bh;
 
-	bhost_unlink(bh);
-	bh->where = BH_WAITING;
-	TAILQ_INSERT_TAIL(&so->waiters, bh, link);
-	if (starving && !so->starving) {
-		so->starving = 1;
-		TAILQ_INSERT_TAIL(&sched.starving, so, starve_link);
+	TAILQ_FOREACH(sb, &sched.batches, link) {
+		TAILQ_FOREACH(bh, &sb->hosts, all) {
+			if (bh->where != BH_WAITING)
+				continue;
+			bhost_unlink(bh);
+			bhost_make_ready(bh);
+		}
 	}
+	sched_kick();
+}
+
+/* Parks bh until its origin (waiting) or the global budget (starving)
+ * has room. */
+static void
+bhost_park(struct bhost *bh, enum bhost_where where)
+{
+	bhost_unlink(bh);
+	bh->where = where;
+	if (where == BH_WAITING)
+		TAILQ_INSERT_TAIL(&bh->so->waiters, bh, link);
+	else
+		TAILQ_INSERT_TAIL(&sched.starving, bh, link);
 }
 
 /* May the head of bh go now, as far as its batch is concerned? */
@@ -469,10 +485,10 @@ sched_batch_one(struct sched_batch *sb)
 			continue;
 		switch (pool_take(bh->so->origin, r != NULL && r->fresh, sb->gen, &c)) {
 		case POOL_FULL_ORIGIN:
-			bhost_park(bh, 0);
+			bhost_park(bh, BH_WAITING);
 			continue;
 		case POOL_FULL_GLOBAL:
-			bhost_park(bh, 1);
+			bhost_park(bh, BH_STARVING);
 			continue;
 		case POOL_REUSE:
 			sched_dispatch(bh, c, 1);
@@ -525,11 +541,12 @@ sched_pump(evutil_socket_t fd, short what, void *arg)
 		}
 		if (progress)
 			continue;
-		/* Room in the budget and origins starved of it: wake the
+		/* Room in the budget and bhosts starved of it: wake the
 		 * longest-waiting one and go round again. */
-		struct sorigin *so = TAILQ_FIRST(&sched.starving);
-		if (so == NULL || !pool_has_room())
+		struct bhost *bh = TAILQ_FIRST(&sched.starving);
+		if (bh == NULL || !pool_has_room())
 			break;
-		sched_origin_freed(so->origin);
+		bhost_unlink(bh);
+		bhost_make_ready(bh);
 	}
 }

@@ -24,7 +24,8 @@ struct sched_req;	/* one dispatched request's place */
  * request, sched_req_data(r) is NULL: the owner makes the request and sets
  * it. Called from the scheduler's own event only, never from inside a call
  * into the scheduler, and as the scheduler's last step: the callee may do
- * anything, sched_finished(r) included. */
+ * anything, sched_finished(r) included, but free a batch, which must wait
+ * for a later loop turn. */
 typedef void sched_dispatch_fn(void *owner, struct sched_req *r, struct conn *c, int reused);
 
 /* The pool must be initialised first: the scheduler registers with it. */

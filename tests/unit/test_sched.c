@@ -803,6 +803,62 @@ test_free_while_parked(void)
 	teardown();
 }
 
+/* A big batch to one origin and a small one to another, the global budget
+ * the scarce slot: the small one gets the next freed connection, not the
+ * one after the big batch's queue is empty (doc/api.md: "a big batch does
+ * not starve a small one"). */
+static void
+test_big_batch_does_not_starve_small(enum drop how)
+{
+	struct fake *big, *small;
+	size_t small_at = 0;
+
+	setup(2, 8);
+	big = fake_new(8, 8);
+	small = fake_new(8, 8);
+	for (size_t i = 0; i < 100; i++)
+		enq(big, 'a', i);
+	sched_batch_start(big->sb);
+	settle();
+	CHECK(nrec == 2);	/* big holds the budget */
+	enq(small, 'b', 0);
+	sched_batch_start(small->sb);
+	settle();
+	for (size_t i = 0; i < nrec && i < 200; i++) {
+		if (recs[i].f == small && small_at == 0)
+			small_at = i;
+		finish(&recs[i], how);
+		settle();
+	}
+	CHECK(small_at > 0 && small_at <= 3);	/* big had parked first */
+	CHECK(nrec == 101);
+	fake_free(big);
+	fake_free(small);
+	teardown();
+}
+
+/* Requests parked on max_per_host go as soon as a reload raises it. */
+static void
+test_reload_raises_per_host(void)
+{
+	struct fake *f;
+
+	setup(100, 1);
+	f = fake_new(8, 8);
+	for (size_t i = 0; i < 3; i++)
+		enq(f, 'a', i);
+	sched_batch_start(f->sb);
+	settle();
+	CHECK(nrec == 1);
+	pool_reload(100, 4, 60);
+	settle();
+	CHECK(nrec == 3);
+	for (size_t i = 0; i < nrec; i++)
+		finish(&recs[i], DROP_CLOSE);
+	fake_free(f);
+	teardown();
+}
+
 int
 main(void)
 {
@@ -829,6 +885,9 @@ main(void)
 	test_batch_generation();
 	test_pop_new_and_free();
 	test_free_while_parked();
+	test_big_batch_does_not_starve_small(DROP_CLOSE);
+	test_big_batch_does_not_starve_small(DROP_IDLE);
+	test_reload_raises_per_host();
 	for (int i = 0; i < 3; i++)
 		url_free(&urls[i]);
 	return UNIT_DONE();
