@@ -1,7 +1,7 @@
 # fanoutd: GNU make, pkg-config, nothing else. `make` builds ./fanoutd;
 # `make test` builds an ASan+UBSan variant and runs every test against it.
 
-PKGS     := libevent libevent_openssl openssl jansson libsystemd zlib
+PKGS     := libevent libevent_openssl openssl jansson libsystemd zlib libnghttp2
 CC       ?= cc
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wwrite-strings -Wcast-qual -Wpointer-arith
@@ -61,7 +61,7 @@ POOL_DEPS := build/asan/pool.o build/asan/tls.o build/asan/url.o build/asan/map.
              build/asan/metrics.o build/asan/util.o build/asan/log.o
 build/asan/test_pool: $(POOL_DEPS)
 build/asan/test_sched: build/asan/sched.o $(POOL_DEPS)
-build/asan/test_upstream: build/asan/upstream.o $(POOL_DEPS) build/asan/dnscache.o \
+build/asan/test_upstream: build/asan/upstream.o $(POOL_DEPS) build/asan/dnscache.o build/asan/h2.o \
                           build/asan/policy.o build/asan/conf.o build/asan/h1.o \
                           build/asan/body.o build/asan/jout.o
 

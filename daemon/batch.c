@@ -642,7 +642,8 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls, char *why
 	if (b->opts.order_input)
 		b->slots = xcalloc(b->n, sizeof(*b->slots));
 	batch_caller_name(b);
-	b->sb = sched_batch_new(batch_dispatch, b, b->opts.concurrency, b->opts.per_host);
+	b->sb = sched_batch_new(batch_dispatch, b, b->opts.concurrency, b->opts.per_host,
+	    b->opts.http2);
 	TAILQ_INSERT_TAIL(&bs.all, b, link);
 	bs.count++;
 	metrics.batches_total++;

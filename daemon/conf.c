@@ -84,7 +84,8 @@ static int conf_file_valid(const char *, const char **);
 #define MS_HOUR 3600000ULL
 #define S_DAY 86400ULL
 
-/* In the order of the contract's example file; the last four are ours. */
+/* In the order of the contract's example file; the four after log_level are
+ * ours, then the v1.1 additions. */
 static const struct conf_key conf_keys[] = {
 	CONF_LIST(listen, CONF_T_LISTEN, char **, nlisten, CONF_MAX_LISTEN, "127.0.0.1:8750"),
 	CONF_UINT(max_batch, 10000, 1, 1000000),
@@ -113,6 +114,9 @@ static const struct conf_key conf_keys[] = {
 	CONF_SIZE(output_buffer_bytes, 1 * MIB, 64 * KIB, 256 * MIB),
 	CONF_UINT(dns_cache_size, 10000, 1, 1000000),
 	CONF_UINT(tls_resume, 1, 0, 1),
+	/* v1.1: HTTP/2 upstreams. */
+	CONF_UINT(http2, 1, 0, 1),
+	CONF_UINT(max_streams, 100, 1, 1000),
 };
 
 #define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))

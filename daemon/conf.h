@@ -53,6 +53,10 @@ struct conf {
 	size_t output_buffer_bytes;	/* a batch's unsent output before it stops dispatching */
 	unsigned dns_cache_size;	/* names kept in the DNS cache */
 	unsigned tls_resume;		/* 1: resume TLS sessions per origin; 0: full handshakes */
+
+	/* v1.1 additions. */
+	unsigned http2;			/* 1: offer h2 by ALPN to https:// origins */
+	unsigned max_streams;		/* requests at once on one HTTP/2 connection */
 };
 
 /* A snapshot holding every default. */

@@ -135,6 +135,7 @@ intake_defaults(const struct conf *c, struct bopts *o)
 	o->max_header_bytes = c->max_header_bytes;
 	o->follow_redirects = c->follow_redirects;
 	o->include_headers = 1;
+	o->http2 = c->http2 != 0;
 	o->conf = c;
 }
 
@@ -168,14 +169,32 @@ intake_set_order(const json_t *v, const char *name, struct bopts *o, char *why, 
 }
 
 static int
-intake_set_include_headers(const json_t *v, const char *name, struct bopts *o, char *why,
-    size_t whylen)
+intake_bool(const json_t *v, const char *name, int *out, char *why, size_t whylen)
 {
 	if (!json_is_boolean(v)) {
 		snprintf(why, whylen, "%s: must be true or false", name);
 		return -1;
 	}
-	o->include_headers = json_is_true(v);
+	*out = json_is_true(v);
+	return 0;
+}
+
+static int
+intake_set_include_headers(const json_t *v, const char *name, struct bopts *o, char *why,
+    size_t whylen)
+{
+	return intake_bool(v, name, &o->include_headers, why, whylen);
+}
+
+/* true cannot turn on what the configuration turned off. */
+static int
+intake_set_http2(const json_t *v, const char *name, struct bopts *o, char *why, size_t whylen)
+{
+	int on;
+
+	if (intake_bool(v, name, &on, why, whylen) < 0)
+		return -1;
+	o->http2 = on && o->conf->http2;
 	return 0;
 }
 
@@ -224,6 +243,7 @@ static const struct intake_opt intake_opts[] = {
 	OPT_SET(body, intake_set_body),
 	OPT_SET(order, intake_set_order),
 	OPT_SET(include_headers, intake_set_include_headers),
+	OPT_SET(http2, intake_set_http2),
 };
 
 #define INTAKE_NOPTS (sizeof(intake_opts) / sizeof(intake_opts[0]))

@@ -24,9 +24,17 @@
 
 #define POOL_MAX_RETIRED 1024
 
+/* What an origin's connections speak, learnt from the first handshake
+ * that could multiplex. */
+enum pool_kind { POOL_KIND_UNKNOWN, POOL_KIND_SINGLE, POOL_KIND_MUX };
+
 struct origin {
 	char *key;			/* "http://host:port", the map key */
 	int https;
+	enum pool_kind kind;
+	unsigned probing;		/* connections in their handshake, opened by
+					 * takers that can multiplex */
+	TAILQ_HEAD(, conn) muxed;	/* multiplexing connections */
 	unsigned refcnt;		/* takers' gets and conns */
 	unsigned nconns;		/* open or opening, idle included */
 	TAILQ_HEAD(pool_conns, conn) idle;	/* most recently used last */
@@ -42,8 +50,19 @@ struct conn {
 	char remote[INET6_ADDRSTRLEN + 8];
 	unsigned gen;			/* the pool generation of the batch that opened it */
 	int idle;
+	int probing;			/* counted in origin->probing until its handshake says */
+	/* A multiplexing connection: its session, how many requests it has
+	 * and takes at once (settled: as the server said), and whether it
+	 * takes new ones. */
+	void *mux;
+	void (*mux_free)(void *);
+	unsigned nstreams, max_streams;
+	int settled;
+	int retiring;
+	struct event *timer;		/* idle timeout of a multiplexing connection */
 	TAILQ_ENTRY(conn) link;		/* origin->idle */
 	TAILQ_ENTRY(conn) lru;		/* the pool's global idle list */
+	TAILQ_ENTRY(conn) mlink;	/* origin->muxed */
 };
 
 static struct {
@@ -72,6 +91,7 @@ static struct {
 } pool;
 
 static void pool_origin_free(struct origin *o);
+static void pool_conn_learnt(struct conn *c, enum pool_kind kind);
 
 static void
 pool_tell_room(void)
@@ -247,6 +267,7 @@ pool_origin_get(const struct url *u)
 		o->https = u->https;
 		o->tls = tls_sessions_new();
 		TAILQ_INIT(&o->idle);
+		TAILQ_INIT(&o->muxed);
 		map_put(pool.origins, o->key, o);
 	}
 	o->refcnt++;
@@ -293,6 +314,8 @@ pool_unidle(struct conn *c)
 	TAILQ_REMOVE(&pool.idle, c, lru);
 	c->idle = 0;
 	metrics.conns_idle--;
+	if (c->timer != NULL)
+		evtimer_del(c->timer);
 }
 
 /* o's most recently used idle connection of generation gen, or NULL: a
@@ -304,14 +327,61 @@ pool_idle_of(struct origin *o, unsigned gen)
 	struct conn *c;
 
 	TAILQ_FOREACH_REVERSE(c, &o->idle, pool_conns, link)
-		if (c->gen == gen)
+		if (c->gen == gen && c->mux == NULL)
 			return c;
 	return NULL;
 }
 
-enum pool_rc
-pool_take(struct origin *o, int fresh, unsigned gen, struct conn **cp)
+/* A multiplexing connection of o and generation gen that takes another
+ * request now, the busiest first so that idle ones can time out. *live:
+ * how many there are; *wait: one has yet to hear how many the server takes. */
+static struct conn *
+pool_mux_of(struct origin *o, unsigned gen, unsigned *live, int *wait)
 {
+	struct conn *c, *best = NULL;
+
+	*live = 0;
+	*wait = 0;
+	TAILQ_FOREACH(c, &o->muxed, mlink) {
+		if (c->gen != gen || c->retiring)
+			continue;
+		(*live)++;
+		if (!c->settled)
+			*wait = 1;
+		else if (c->nstreams < c->max_streams && (best == NULL || c->nstreams > best->nstreams))
+			best = c;
+	}
+	return best;
+}
+
+enum pool_rc
+pool_take_shared(struct origin *o, unsigned gen, unsigned max_conns, struct conn **cp)
+{
+	struct conn *c;
+	unsigned live;
+	int wait;
+
+	if (!o->https)
+		return POOL_OWN;
+	if ((c = pool_mux_of(o, gen, &live, &wait)) != NULL) {
+		if (c->idle)
+			pool_unidle(c);
+		c->nstreams++;
+		*cp = c;
+		return POOL_SHARED;
+	}
+	/* A connection still in its handshake may turn out shared: unless the
+	 * origin is known to take one request a connection, wait for it. */
+	if (wait || (o->kind != POOL_KIND_SINGLE && o->probing > 0) ||
+	    (o->kind == POOL_KIND_MUX && live >= max_conns))
+		return POOL_FULL_ORIGIN;
+	return POOL_OWN;
+}
+
+enum pool_rc
+pool_take(struct origin *o, int how, unsigned gen, struct conn **cp)
+{
+	int fresh = how & POOL_TAKE_FRESH, mux = how & POOL_TAKE_MUX;
 	struct conn *c;
 
 	if (!fresh && (c = pool_idle_of(o, gen)) != NULL) {
@@ -336,6 +406,10 @@ pool_take(struct origin *o, int fresh, unsigned gen, struct conn **cp)
 	c = xcalloc(1, sizeof(*c));
 	c->origin = o;
 	c->gen = gen;
+	if (mux && o->https) {
+		c->probing = 1;
+		o->probing++;
+	}
 	o->refcnt++;
 	o->nconns++;
 	pool.nconns++;
@@ -364,19 +438,35 @@ pool_idle_read(struct bufferevent *bev, void *arg)
 	pool_close(arg);
 }
 
+static void pool_mux_release(struct conn *c);
+
+/* c has nothing to do: closed when it is not to be kept, else idle (most
+ * recently used last). Returns whether it was kept. */
+static int
+pool_keep_idle(struct conn *c)
+{
+	if (c->retiring || pool.idle_timeout.tv_sec == 0 || !pool_gen_live(c->gen)) {
+		pool_close(c);
+		return 0;
+	}
+	c->idle = 1;
+	TAILQ_INSERT_TAIL(&c->origin->idle, c, link);
+	TAILQ_INSERT_TAIL(&pool.idle, c, lru);
+	metrics.conns_idle++;
+	return 1;
+}
+
 void
 pool_release(struct conn *c)
 {
 	struct origin *o = c->origin;
 
-	if (pool.idle_timeout.tv_sec == 0 || !pool_gen_live(c->gen)) {	/* not to be kept */
-		pool_close(c);
+	if (c->mux != NULL) {
+		pool_mux_release(c);
 		return;
 	}
-	c->idle = 1;
-	TAILQ_INSERT_TAIL(&o->idle, c, link);
-	TAILQ_INSERT_TAIL(&pool.idle, c, lru);
-	metrics.conns_idle++;
+	if (!pool_keep_idle(c))
+		return;
 	bufferevent_setcb(c->bev, pool_idle_read, NULL, pool_idle_event, c);
 	bufferevent_set_timeouts(c->bev, &pool.idle_timeout, NULL);
 	bufferevent_enable(c->bev, EV_READ);
@@ -391,6 +481,13 @@ pool_close(struct conn *c)
 
 	if (c->idle)
 		pool_unidle(c);
+	pool_conn_learnt(c, POOL_KIND_UNKNOWN);	/* closed in its handshake: no news */
+	if (c->mux != NULL) {
+		TAILQ_REMOVE(&o->muxed, c, mlink);
+		c->mux_free(c->mux);
+	}
+	if (c->timer != NULL)
+		event_free(c->timer);
 	if (c->bev != NULL) {
 		if (o->https)
 			tls_conn_closing(c->bev);
@@ -433,6 +530,95 @@ struct tls_sessions *
 pool_conn_tls(const struct conn *c)
 {
 	return c->origin->tls;
+}
+
+/* c's handshake has said what its origin speaks. */
+static void
+pool_conn_learnt(struct conn *c, enum pool_kind kind)
+{
+	if (!c->probing)
+		return;
+	c->probing = 0;
+	c->origin->probing--;
+	if (kind != POOL_KIND_UNKNOWN)
+		c->origin->kind = kind;
+	pool_tell_origin(c->origin);
+}
+
+void
+pool_conn_set_single(struct conn *c)
+{
+	pool_conn_learnt(c, POOL_KIND_SINGLE);
+}
+
+void
+pool_conn_set_mux(struct conn *c, void *session, void (*session_free)(void *))
+{
+	struct origin *o = c->origin;
+
+	c->mux = session;
+	c->mux_free = session_free;
+	c->nstreams = 1;	/* its taker's */
+	c->max_streams = 1;
+	TAILQ_INSERT_TAIL(&o->muxed, c, mlink);
+	o->kind = POOL_KIND_MUX;
+	pool_conn_learnt(c, POOL_KIND_MUX);
+}
+
+void *
+pool_conn_mux(const struct conn *c)
+{
+	return c->mux;
+}
+
+void
+pool_conn_set_max_streams(struct conn *c, unsigned n)
+{
+	c->max_streams = n > 0 ? n : 1;
+	c->settled = 1;
+	pool_tell_origin(c->origin);
+}
+
+void
+pool_conn_retire(struct conn *c)
+{
+	if (c->retiring)
+		return;
+	c->retiring = 1;
+	c->settled = 1;
+	if (c->nstreams == 0)
+		pool_close(c);
+	else
+		pool_tell_origin(c->origin);	/* its waiters open a new one */
+}
+
+static void
+pool_mux_idle_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	pool_close(arg);
+}
+
+/* A request on a multiplexing connection is over. Without requests the
+ * connection waits idle like any other; its session goes on reading, and
+ * tells (pool_conn_retire) if the server goes away. */
+static void
+pool_mux_release(struct conn *c)
+{
+	struct origin *o = c->origin;
+
+	if (--c->nstreams > 0) {
+		pool_tell_origin(o);
+		return;
+	}
+	if (!pool_keep_idle(c))
+		return;
+	if (c->timer == NULL)
+		c->timer = evtimer_new(pool.base, pool_mux_idle_timeout, c);
+	evtimer_add(c->timer, &pool.idle_timeout);
+	pool_tell_origin(o);
+	pool_tell_room();
 }
 
 void

@@ -44,15 +44,30 @@ void pool_origin_set_data(struct origin *o, void *data);
 
 enum pool_rc {
 	POOL_REUSE,		/* *c is a kept-alive connection */
+	POOL_SHARED,		/* *c is a multiplexing connection; the request is one more on it */
+	POOL_OWN,		/* pool_take_shared: nothing to share, take a connection of one's own */
 	POOL_NEW,		/* *c is a new, unconnected connection (counted) */
 	POOL_FULL_ORIGIN,	/* max_per_host reached for o */
 	POOL_FULL_GLOBAL,	/* the budget is used and nothing idle can be closed */
 };
 
-/* fresh: do not hand out a kept-alive connection. gen: the asking batch's
+/* How a taker takes (pool_take's flags). */
+#define POOL_TAKE_FRESH		0x1	/* not a kept-alive connection */
+#define POOL_TAKE_MUX		0x2	/* it can multiplex (HTTP/2 offered by ALPN): a new
+					 * connection to an origin not known yet tells */
+
+/* A connection of one's own: kept-alive, or new. gen: the asking batch's
  * generation (from pool_batch_begin); it reuses only connections opened by
  * batches of the same generation. */
-enum pool_rc pool_take(struct origin *o, int fresh, unsigned gen, struct conn **c);
+enum pool_rc pool_take(struct origin *o, int how, unsigned gen, struct conn **c);
+
+/* For a taker that can multiplex, first: one more request on a shared
+ * connection of o with room (POOL_SHARED); or POOL_FULL_ORIGIN, to wait,
+ * while o's first connection is still to say whether it multiplexes, while
+ * a new one's SETTINGS are due, or when o has max_conns multiplexing
+ * connections and all are busy; else POOL_OWN: pool_take. */
+enum pool_rc pool_take_shared(struct origin *o, unsigned gen, unsigned max_conns,
+    struct conn **c);
 
 /* A batch starts: returns its generation, the number of reloads so far.
  * Connections of a generation are kept while it has batches alive (or it is
@@ -60,7 +75,8 @@ enum pool_rc pool_take(struct origin *o, int fresh, unsigned gen, struct conn **
 unsigned pool_batch_begin(void);
 void pool_batch_end(unsigned gen);
 
-/* A connection that served a complete response and may serve another. */
+/* A connection that served a complete response and may serve another; on
+ * a multiplexing connection, one request is over (whatever its outcome). */
 void pool_release(struct conn *c);
 
 /* Closes c and frees its slot; for every other end of a connection. */
@@ -75,6 +91,18 @@ void pool_conn_set_remote(struct conn *c, const struct sockaddr_storage *ss);
 const char *pool_conn_remote(const struct conn *c);
 /* Its origin's TLS sessions, to resume with. */
 struct tls_sessions *pool_conn_tls(const struct conn *c);
+
+/* What the handshake said. A single-request connection (HTTP/1.1). Or a
+ * multiplexing one: session (freed with session_free when c closes) takes
+ * one request, its taker's, until pool_conn_set_max_streams says how many
+ * the server allows; pool_conn_retire when it takes no new one (GOAWAY,
+ * a dead transport): it closes with its last request. */
+void pool_conn_set_single(struct conn *c);
+void pool_conn_set_mux(struct conn *c, void *session, void (*session_free)(void *));
+void pool_conn_set_max_streams(struct conn *c, unsigned n);
+void pool_conn_retire(struct conn *c);
+/* The session of a multiplexing connection, or NULL. */
+void *pool_conn_mux(const struct conn *c);
 
 /* Descriptors ran out while opening: hold the budget at what is open now. */
 void pool_fd_pressure(void);

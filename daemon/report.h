@@ -18,6 +18,7 @@ struct report {
 	enum kind kind;			/* KIND_NONE: a response */
 	char msg[160];			/* the error's message */
 	struct h1_head head;		/* the response's */
+	const char *protocol;		/* of the final response: "h2", "http/1.1", "http/1.0" */
 	struct evbuffer *body;		/* the body as the caller gets it, or NULL */
 	size_t bytes;			/* its decoded size */
 	unsigned attempts;

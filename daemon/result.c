@@ -207,6 +207,9 @@ result_write_jb(struct jbuf *out, const struct report *r, const struct bopts *o,
 	}
 	JB_LIT(out, ",\"status\":");
 	jout_uint(out, (uint64_t)r->head.status);
+	JB_LIT(out, ",\"protocol\":\"");
+	jb_add(out, r->protocol, strlen(r->protocol));
+	JB_LIT(out, "\"");
 	if (o->include_headers) {
 		jb_add(out, ",\"headers\":", 11);
 		result_headers(out, &r->head);

@@ -55,6 +55,7 @@ struct sched_batch {
 	unsigned concurrency;
 	unsigned per_host;
 	unsigned gen;			/* pool generation (configuration) it started in */
+	int mux;			/* its requests may share multiplexing connections */
 	unsigned ncontinuing;		/* queued redirects and retries */
 	int paused;			/* output backpressure: only continuing may go */
 	size_t need_index;		/* order "input": the index output waits for */
@@ -64,7 +65,8 @@ struct sched_batch {
 
 /* Where a dispatched request sits. */
 enum sched_where {
-	SR_RUNNING,	/* holds a per-origin slot */
+	SR_RUNNING,	/* holds a per-origin slot: a connection of its own */
+	SR_SHARED,	/* one of many on a multiplexing connection: no slot */
 	SR_QUEUED,	/* on its bhost's cont queue, waiting to go again */
 	SR_ASIDE,	/* neither: backing off, or between release and finish */
 };
@@ -123,7 +125,7 @@ sched_kick(void)
 
 struct sched_batch *
 sched_batch_new(sched_dispatch_fn *dispatch, void *owner, unsigned concurrency,
-    unsigned per_host)
+    unsigned per_host, int mux)
 {
 	struct sched_batch *sb = xcalloc(1, sizeof(*sb));
 
@@ -136,6 +138,7 @@ sched_batch_new(sched_dispatch_fn *dispatch, void *owner, unsigned concurrency,
 	sb->per_host = per_host;
 	sb->gen = pool_batch_begin();
 	sb->need_index = SIZE_MAX;
+	sb->mux = mux;
 	return sb;
 }
 
@@ -171,8 +174,9 @@ bhost_empty(const struct bhost *bh)
 static void
 bhost_make_ready(struct bhost *bh)
 {
-	if (bh->where != BH_NONE || bhost_empty(bh) || bh->inflight >= bh->sb->per_host)
-		return;
+	if (bh->where != BH_NONE || bhost_empty(bh) ||
+	    (!bh->sb->mux && bh->inflight >= bh->sb->per_host))
+		return;	/* a batch that multiplexes may still share at per_host */
 	bh->where = BH_READY;
 	TAILQ_INSERT_TAIL(&bh->sb->ready, bh, link);
 	sched_kick();
@@ -322,6 +326,8 @@ sched_req_set_data(struct sched_req *r, void *data)
 void
 sched_release(struct sched_req *r)
 {
+	if (r->where == SR_SHARED)
+		r->where = SR_ASIDE;
 	if (r->where != SR_RUNNING)
 		return;
 	r->where = SR_ASIDE;
@@ -438,9 +444,10 @@ sched_batch_allows(const struct sched_batch *sb, const struct bhost *bh)
 }
 
 /* Sends bh's head on c: a queued redirect or retry, else its next new
- * request, whose sched_req is made now. */
+ * request, whose sched_req is made now. A request on a shared connection
+ * holds no per-origin slot: per_host counts connections. */
 static void
-sched_dispatch(struct bhost *bh, struct conn *c, int reused)
+sched_dispatch(struct bhost *bh, struct conn *c, enum pool_rc how)
 {
 	struct sched_batch *sb = bh->sb;
 	struct sched_req *r = TAILQ_FIRST(&bh->cont);
@@ -454,13 +461,17 @@ sched_dispatch(struct bhost *bh, struct conn *c, int reused)
 		sb->inflight++;
 		metrics.requests_in_flight++;
 	}
-	r->where = SR_RUNNING;
 	r->fresh = 0;
-	bh->inflight++;
+	if (how == POOL_SHARED)
+		r->where = SR_SHARED;
+	else {
+		r->where = SR_RUNNING;
+		bh->inflight++;
+	}
 	/* Rotate: the batch's next turn goes to another origin. */
 	bhost_unlink(bh);
 	bhost_make_ready(bh);
-	sb->dispatch(sb->owner, r, c, reused);
+	sb->dispatch(sb->owner, r, c, how != POOL_NEW);
 }
 
 /* Dispatches at most one request of sb; returns whether it did. */
@@ -474,16 +485,30 @@ sched_batch_one(struct sched_batch *sb)
 		return 0;
 	for (bh = TAILQ_FIRST(&sb->ready); bh != NULL; bh = next) {
 		struct sched_req *r = TAILQ_FIRST(&bh->cont);
+		int fresh = r != NULL && r->fresh;
+		enum pool_rc rc = POOL_OWN;
 		struct conn *c;
 
 		next = TAILQ_NEXT(bh, link);
-		if (bhost_empty(bh) || bh->inflight >= sb->per_host) {
+		if (bhost_empty(bh)) {
 			bhost_unlink(bh);
 			continue;
 		}
 		if (!sched_batch_allows(sb, bh))
 			continue;
-		switch (pool_take(bh->so->origin, r != NULL && r->fresh, sb->gen, &c)) {
+		/* A batch that multiplexes shares a connection first: per_host
+		 * then bounds the origin's shared connections it may use. */
+		if (sb->mux && !fresh)
+			rc = pool_take_shared(bh->so->origin, sb->gen, sb->per_host, &c);
+		if (rc == POOL_OWN && bh->inflight >= sb->per_host) {
+			bhost_unlink(bh);	/* its own request ending wakes it */
+			continue;
+		}
+		if (rc == POOL_OWN)
+			rc = pool_take(bh->so->origin, (fresh ? POOL_TAKE_FRESH : 0) |
+			    (sb->mux ? POOL_TAKE_MUX : 0), sb->gen, &c);
+		switch (rc) {
+		case POOL_OWN:
 		case POOL_FULL_ORIGIN:
 			bhost_park(bh, BH_WAITING);
 			continue;
@@ -491,12 +516,12 @@ sched_batch_one(struct sched_batch *sb)
 			bhost_park(bh, BH_STARVING);
 			continue;
 		case POOL_REUSE:
-			sched_dispatch(bh, c, 1);
-			return 1;
+		case POOL_SHARED:
 		case POOL_NEW:
-			sched_dispatch(bh, c, 0);
-			return 1;
+			break;
 		}
+		sched_dispatch(bh, c, rc);
+		return 1;
 	}
 	return 0;
 }

@@ -32,8 +32,9 @@ typedef void sched_dispatch_fn(void *owner, struct sched_req *r, struct conn *c,
 void sched_init(struct event_base *base);
 void sched_shutdown(void);
 
+/* mux: its requests may share multiplexing connections (pool_take). */
 struct sched_batch *sched_batch_new(sched_dispatch_fn *dispatch, void *owner,
-    unsigned concurrency, unsigned per_host);
+    unsigned concurrency, unsigned per_host, int mux);
 /* Joins the turn-taking; requests enqueued before or after are dispatched. */
 void sched_batch_start(struct sched_batch *sb);
 /* Leaves it and frees sb; every sched_req of it must be finished. */

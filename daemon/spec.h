@@ -30,6 +30,7 @@ struct bopts {
 	enum body_mode body;
 	int order_input;
 	int include_headers;
+	int http2;			/* offer h2 to https:// origins */
 	int ndjson;
 	const struct conf *conf;	/* the snapshot the batch started with */
 	struct ssl_ctx_st *tls;		/* its TLS context (a reference) */

@@ -139,12 +139,15 @@ tls_sessions_free(struct tls_sessions *ts)
 }
 
 SSL *
-tls_ssl_new(SSL_CTX *ctx, struct tls_sessions *ts, const char *host, int host_is_ip)
+tls_ssl_new(SSL_CTX *ctx, struct tls_sessions *ts, const char *host, int host_is_ip, int h2)
 {
+	static const unsigned char alpn_h2[] = "\x02h2\x08http/1.1";
 	SSL *ssl = SSL_new(ctx);
 
 	if (ssl == NULL)
 		return NULL;
+	if (h2)
+		SSL_set_alpn_protos(ssl, alpn_h2, sizeof(alpn_h2) - 1);
 	SSL_set_ex_data(ssl, tls_origin_idx, ts);
 	if (host_is_ip) {
 		/* No SNI for addresses (RFC 6066); the certificate must name the IP. */
@@ -164,10 +167,15 @@ tls_ssl_new(SSL_CTX *ctx, struct tls_sessions *ts, const char *host, int host_is
 	return ssl;
 }
 
-void
+int
 tls_handshake_done(SSL *ssl)
 {
+	const unsigned char *proto;
+	unsigned len;
+
 	metrics.tls_handshakes[SSL_session_reused(ssl) ? 1 : 0]++;
+	SSL_get0_alpn_selected(ssl, &proto, &len);
+	return len == 2 && memcmp(proto, "h2", 2) == 0;
 }
 
 /* The names a certificate is for: its DNS and IP subjectAltNames. */

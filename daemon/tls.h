@@ -25,11 +25,14 @@ void tls_sessions_free(struct tls_sessions *ts);
 
 /* An SSL for one connection to host: SNI and host check for names, IP check
  * for literals; the newest of ts is offered for resumption, and sessions
- * the server issues on it are kept in ts. */
-SSL *tls_ssl_new(SSL_CTX *ctx, struct tls_sessions *ts, const char *host, int host_is_ip);
+ * the server issues on it are kept in ts. h2: offer h2 before http/1.1 by
+ * ALPN (the context offers http/1.1 alone). */
+SSL *tls_ssl_new(SSL_CTX *ctx, struct tls_sessions *ts, const char *host, int host_is_ip,
+    int h2);
 
-/* After a completed handshake: counts it (full or resumed). */
-void tls_handshake_done(SSL *ssl);
+/* After a completed handshake: counts it (full or resumed); returns whether
+ * the server chose h2. */
+int tls_handshake_done(SSL *ssl);
 
 /* Why the handshake on bev failed, in words a user understands
  * ("certificate has expired", "hostname mismatch: cert is for x.test").

@@ -10,6 +10,7 @@
  * Lifetime: once done, a request is never touched by this file again, and
  * upstream_free() leaves the memory until the next loop turn, so code under
  * the done callback may still look at r->state. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@
 #include "conf.h"
 #include "dnscache.h"
 #include "h1.h"
+#include "h2.h"
 #include "jout.h"
 #include "log.h"
 #include "metrics.h"
@@ -44,6 +46,7 @@
 #define UPSTREAM_READ_MAX (128 * 1024)		/* bytes taken from a socket per read */
 #define UPSTREAM_BACKOFF_BASE_US 100000u
 #define UPSTREAM_BACKOFF_CAP_US 10000000u
+#define UPSTREAM_MAX_RESENDS 10		/* unprocessed by the server, sent again */
 
 enum ureq_state {
 	UREQ_NEW,
@@ -93,6 +96,7 @@ enum ureq_end {
 	END_RETRYABLE,	/* connect failure or timeout before any response byte */
 	END_STALE,	/* a reused connection closed before any response byte */
 	END_NO_FD,	/* no descriptor to connect with: not an attempt yet */
+	END_UNPROCESSED, /* the server says it did not process it (HTTP/2) */
 };
 
 struct ureq {
@@ -114,9 +118,11 @@ struct ureq {
 	int got_bytes;			/* any response byte on this attempt */
 	int decode;			/* we asked for gzip/deflate: decode the body */
 	struct event *skim;		/* body "none": discarding in the kernel */
+	struct h2_stream *h2s;		/* on a multiplexing connection */
 
 	/* Across attempts and hops. */
 	int fresh_retry_done;		/* the one retry on a fresh connection */
+	unsigned resends;		/* END_UNPROCESSED so far */
 	struct url next_url;		/* FATE_REDIRECT: where to */
 	int64_t retry_in_us;		/* FATE_RETRY: after this delay */
 	char **visited;			/* hrefs of earlier hops, to tell a loop */
@@ -125,6 +131,7 @@ struct ureq {
 	char *final_url;		/* set when a redirect was followed */
 	uint64_t t_phase;		/* the current state began */
 	uint64_t t_connect;		/* connect began: TLS counts against connect_timeout_ms */
+	int armed_connect;		/* the timer is for connect_timeout_ms, not timeout_ms */
 	TAILQ_ENTRY(ureq) reap;		/* upstream.dead */
 };
 
@@ -154,6 +161,8 @@ static void upstream_end(struct ureq *r, enum ureq_end how, enum kind kind, cons
     __attribute__((format(printf, 4, 5)));
 
 static void upstream_redirect(struct ureq *r);
+static void upstream_h2_send(struct ureq *r);
+static void upstream_h2_begin(struct ureq *r);
 static void upstream_reap(evutil_socket_t fd, short what, void *arg);
 
 void
@@ -219,10 +228,13 @@ upstream_arm(struct ureq *r)
 	uint64_t now = now_us(), at = upstream_deadline(r);
 	struct timeval tv;
 
+	r->armed_connect = 0;
 	if (r->state == UREQ_CONNECTING || r->state == UREQ_TLS) {
 		uint64_t c = r->t_connect + (uint64_t)r->opts->connect_timeout_ms * 1000u;
-		if (c < at)
+		if (c < at) {
 			at = c;
+			r->armed_connect = 1;
+		}
 	}
 	if (r->state == UREQ_BACKOFF)
 		at = now + (uint64_t)r->retry_in_us;
@@ -243,10 +255,10 @@ upstream_set_state(struct ureq *r, enum ureq_state s)
 	    upstream_state_names[s]);
 	r->state = s;
 	r->t_phase = now_us();
-	if (s == UREQ_DONE && r->timer != NULL)
-		evtimer_del(r->timer);
-	else
+	if (s != UREQ_DONE)
 		upstream_arm(r);
+	else if (r->timer != NULL)	/* NULL: ended before it started */
+		evtimer_del(r->timer);
 }
 
 /* Whether r is reading a response on its connection. */
@@ -268,7 +280,13 @@ upstream_drop_conn(struct ureq *r, int keep)
 	upstream_skim_stop(r);
 	r->conn = NULL;
 	bev = pool_conn_bev(c);
-	if (keep && bev != NULL && evbuffer_get_length(bufferevent_get_input(bev)) == 0)
+	if (pool_conn_mux(c) != NULL) {
+		/* One stream ends, whatever its outcome; the connection goes on. */
+		if (r->h2s != NULL)
+			h2_cancel(r->h2s);
+		r->h2s = NULL;
+		pool_release(c);
+	} else if (keep && bev != NULL && evbuffer_get_length(bufferevent_get_input(bev)) == 0)
 		pool_release(c);
 	else
 		pool_close(c);
@@ -297,6 +315,7 @@ upstream_reset_attempt(struct ureq *r)
 	r->dec = NULL;
 	r->got_bytes = 0;
 	r->fate = FATE_RESULT;
+	r->rep.bytes = 0;	/* a discarded body's, counted for its cap alone */
 }
 
 /* The end: the report is final and goes to the owner. */
@@ -401,6 +420,12 @@ upstream_end(struct ureq *r, enum ureq_end how, enum kind kind, const char *fmt,
 	case END_NO_FD:
 		upstream_requeue(r, 1);
 		return;
+	case END_UNPROCESSED:
+		/* Not a retry: the server never saw it (RFC 9113, 8.7). */
+		if (++r->resends > UPSTREAM_MAX_RESENDS)
+			break;
+		upstream_requeue(r, 0);
+		return;
 	case END_STALE:
 		/* The upstream closed a kept-alive connection as we reused it:
 		 * the request never reached it, so one more go is safe. */
@@ -457,7 +482,10 @@ upstream_start(struct ureq *r, struct conn *c, int reused)
 	if (reused) {
 		metrics.conns_reused++;
 		upstream_note_remote(r);
-		upstream_send(r);
+		if (pool_conn_mux(c) != NULL)
+			upstream_h2_send(r);
+		else
+			upstream_send(r);
 		return;
 	}
 	upstream_set_state(r, UREQ_RESOLVING);
@@ -704,8 +732,10 @@ upstream_timer(evutil_socket_t fd, short what, void *arg)
 		upstream_requeue(r, 0);
 		return;
 	}
+	/* Which limit the timer was armed for, not the clock: libevent may
+	 * fire a tick early, before the deadline by now_us(). */
 	connect_phase = r->state == UREQ_CONNECTING || r->state == UREQ_TLS;
-	if (now_us() < upstream_deadline(r) && connect_phase)
+	if (r->armed_connect && connect_phase)
 		snprintf(msg, sizeof(msg), "%s not complete within %u ms", upstream_phase(r),
 		    r->opts->connect_timeout_ms);
 	else
@@ -870,6 +900,7 @@ upstream_read_head(struct ureq *r, struct evbuffer *in)
 		metrics.bytes_in += r->rep.head.blocklen;
 		if (r->rep.head.status >= 200) {
 			r->rep.ttfb_ms = us_to_ms(now_us() - r->rep.t_dispatch);
+			r->rep.protocol = r->rep.head.minor == 0 ? "http/1.0" : "http/1.1";
 			upstream_on_head(r);
 			return;
 		}
@@ -1077,7 +1108,7 @@ static void
 upstream_start_tls(struct ureq *r)
 {
 	SSL *ssl = tls_ssl_new(r->opts->tls, pool_conn_tls(r->conn), r->spec.url.host,
-	    r->spec.url.host_is_ip);
+	    r->spec.url.host_is_ip, r->opts->http2);
 	struct bufferevent *tls;
 
 	tls = ssl == NULL ? NULL : bufferevent_openssl_filter_new(up.base,
@@ -1108,7 +1139,11 @@ upstream_connected(struct ureq *r)
 		}
 	} else {
 		r->rep.tls_ms = us_to_ms(now_us() - r->t_phase);
-		tls_handshake_done(bufferevent_openssl_get_ssl(pool_conn_bev(r->conn)));
+		if (tls_handshake_done(bufferevent_openssl_get_ssl(pool_conn_bev(r->conn)))) {
+			upstream_h2_begin(r);
+			return;
+		}
+		pool_conn_set_single(r->conn);
 	}
 	upstream_send(r);
 }
@@ -1138,6 +1173,212 @@ upstream_event(struct bufferevent *bev, short what, void *arg)
 			return;
 	}
 	upstream_closed(r, (what & BEV_EVENT_ERROR) ? err : 0);
+}
+
+/*
+ * HTTP/2: the request as a stream of the connection's session (h2.c).
+ */
+
+/* A multiplexing connection's session reports to the pool. */
+static void
+upstream_h2_room(void *arg, unsigned max_streams)
+{
+	pool_conn_set_max_streams(arg, max_streams);
+}
+
+static void
+upstream_h2_dead(void *arg)
+{
+	pool_conn_retire(arg);
+}
+
+static const struct h2_session_cb upstream_h2_session_cb = {
+	.on_room = upstream_h2_room,
+	.on_dead = upstream_h2_dead,
+};
+
+static void
+upstream_h2_session_free(void *session)
+{
+	h2_session_free(session);
+}
+
+static void
+upstream_h2_head(void *arg, int rc, struct h1_head *head, const char *why)
+{
+	struct ureq *r = arg;
+
+	r->got_bytes = 1;
+	if (rc != H1_DONE) {
+		upstream_end(r, END_FAILED, KIND_PROTOCOL, "%s", why);
+		return;
+	}
+	r->rep.head = *head;
+	r->rep.protocol = "h2";
+	r->rep.ttfb_ms = us_to_ms(now_us() - r->rep.t_dispatch);
+	upstream_on_head(r);
+	/* A redirect or a retry needs no body to keep an HTTP/2 connection. */
+	if (r->state == UREQ_BODY && r->fate != FATE_RESULT)
+		upstream_end(r, END_RESPONSE, KIND_NONE, "response");
+}
+
+static void
+upstream_h2_data(void *arg, const uint8_t *data, size_t len)
+{
+	struct ureq *r = arg;
+
+	if (r->state != UREQ_BODY)
+		return;
+	evbuffer_add(r->raw, data, len);
+	upstream_take_body(r);
+	if (r->state == UREQ_BODY)
+		h2_consume(r->h2s, len);	/* passed on: the window may open */
+}
+
+static void
+upstream_h2_close(void *arg, uint32_t error)
+{
+	struct ureq *r = arg;
+
+	r->h2s = NULL;
+	if (error == 0 && r->state == UREQ_BODY)
+		upstream_body_done(r);
+	else if (error == 0)
+		upstream_end(r, END_FAILED, KIND_PROTOCOL, "stream ended without a response");
+	else if (error == 7)	/* REFUSED_STREAM, also past a GOAWAY's last stream */
+		upstream_end(r, END_UNPROCESSED, KIND_PROTOCOL, "stream refused %u times",
+		    r->resends);
+	else if (error == H2_CONN_LOST && !r->got_bytes)
+		upstream_end(r, r->rep.reused ? END_STALE : END_FAILED, KIND_PROTOCOL,
+		    "connection closed before any response");
+	else if (error == H2_CONN_LOST)
+		upstream_end(r, END_FAILED, KIND_PROTOCOL, "connection closed inside the response");
+	else
+		upstream_end(r, END_FAILED, KIND_PROTOCOL, "stream reset by server: %s",
+		    h2_error_name(error));
+}
+
+static const struct h2_stream_cb upstream_h2_stream_cb = {
+	.on_head = upstream_h2_head,
+	.on_data = upstream_h2_data,
+	.on_close = upstream_h2_close,
+};
+
+/* The request's header fields for HTTP/2: names lower-cased, the
+ * daemon's own and connection-specific ones left out (RFC 9113, 8.2.2). */
+struct upstream_fields {
+	struct h2_field *f;
+	size_t n;
+	char *names;		/* lower-cased names, one after another */
+	size_t used;
+};
+
+static void
+upstream_field(struct upstream_fields *fs, const char *name, const char *value, size_t valuelen)
+{
+	size_t len = strlen(name);
+	char *dst = fs->names + fs->used;
+
+	for (size_t i = 0; i < len; i++)
+		dst[i] = (char)tolower((unsigned char)name[i]);
+	fs->used += len;
+	fs->f[fs->n++] = (struct h2_field){ dst, len, value, valuelen };
+}
+
+static void
+upstream_h2_caller_fields(const struct ureq *r, struct upstream_fields *fs, const json_t *hdrs,
+    const json_t *unless)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach((json_t *)(uintptr_t)hdrs, k, v) {
+		if (upstream_header_is(k, upstream_own_headers) || upstream_json_has(unless, k) ||
+		    (r->strip_credentials && upstream_header_is(k, upstream_credential_headers)))
+			continue;
+		upstream_field(fs, k, json_string_value(v), json_string_length(v));
+	}
+}
+
+/* Room for every name of hdrs. */
+static size_t
+upstream_names_len(const json_t *hdrs)
+{
+	const char *k;
+	json_t *v;
+	size_t n = 0;
+
+	json_object_foreach((json_t *)(uintptr_t)hdrs, k, v)
+		n += strlen(k);
+	return n;
+}
+
+static void
+upstream_h2_send(struct ureq *r)
+{
+	static const char ua[] = "fanoutd/" FANOUTD_VERSION;
+	struct upstream_fields fs = { 0 };
+	struct h2_request req = { 0 };
+	char len[24], *json = NULL;
+	const char *why = NULL;
+	size_t nh = json_object_size(r->spec.headers) + json_object_size(r->opts->headers);
+
+	fs.f = xcalloc(nh + 4, sizeof(*fs.f));
+	fs.names = xmalloc(upstream_names_len(r->spec.headers) +
+	    upstream_names_len(r->opts->headers) + 64);
+	if (r->spec.headers != NULL)
+		upstream_h2_caller_fields(r, &fs, r->spec.headers, NULL);
+	if (r->opts->headers != NULL)
+		upstream_h2_caller_fields(r, &fs, r->opts->headers, r->spec.headers);
+	r->decode = !upstream_has_header(r, "accept-encoding");
+	if (r->decode)
+		upstream_field(&fs, "accept-encoding", "gzip, deflate", 13);
+	if (!upstream_has_header(r, "user-agent"))
+		upstream_field(&fs, "user-agent", ua, sizeof(ua) - 1);
+	req.body = r->spec.body;
+	req.bodylen = r->spec.bodylen;
+	if (r->spec.json != NULL) {
+		json = json_dumps(r->spec.json, JSON_COMPACT | JSON_ENCODE_ANY);
+		req.body = json != NULL ? json : "";
+		req.bodylen = strlen(req.body);
+		if (!upstream_has_header(r, "content-type"))
+			upstream_field(&fs, "content-type", "application/json", 16);
+	}
+	if (req.body != NULL || strcmp(r->spec.method, "POST") == 0 ||
+	    strcmp(r->spec.method, "PUT") == 0 || strcmp(r->spec.method, "PATCH") == 0) {
+		snprintf(len, sizeof(len), "%zu", req.bodylen);
+		upstream_field(&fs, "content-length", len, strlen(len));
+	}
+	req.method = r->spec.method;
+	req.scheme = "https";
+	req.authority = r->spec.url.authority;
+	req.path = r->spec.url.target;
+	req.fields = fs.f;
+	req.nfields = fs.n;
+	req.head_request = strcmp(r->spec.method, "HEAD") == 0;
+	upstream_set_state(r, UREQ_HEAD);
+	r->h2s = h2_submit(pool_conn_mux(r->conn), &req, &upstream_h2_stream_cb, r, &why);
+	free(json);
+	free(fs.names);
+	free(fs.f);
+	if (r->h2s == NULL)
+		upstream_end(r, END_UNPROCESSED, KIND_PROTOCOL, "%s", why);
+}
+
+/* The handshake chose h2: the connection becomes a session that the pool
+ * can share, and r its first stream. */
+static void
+upstream_h2_begin(struct ureq *r)
+{
+	struct h2_session *s = h2_session_new(pool_conn_bev(r->conn), &upstream_h2_session_cb,
+	    r->conn, r->opts->conf->max_streams, r->opts->max_header_bytes);
+
+	if (s == NULL) {
+		upstream_end(r, END_FAILED, KIND_INTERNAL, "cannot start HTTP/2");
+		return;
+	}
+	pool_conn_set_mux(r->conn, s, upstream_h2_session_free);
+	upstream_h2_send(r);
 }
 
 void

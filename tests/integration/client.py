@@ -474,6 +474,7 @@ def validate(doc, n=None):
             assert isinstance(r.get("attempts"), int) and r["attempts"] >= 1, r
             assert isinstance(r.get("remote"), str), r
             assert isinstance(r.get("reused"), bool), r
+            assert r.get("protocol") in ("h2", "http/1.1", "http/1.0"), r
             assert set(r.get("timing", {})) >= TIMING_KEYS, r
     assert summary.get("total") == len(results), summary
     assert summary.get("responses") == responses, summary

@@ -141,3 +141,30 @@ def fanoutd():
         return harness.run_fanoutd(args, config, timeout, env)
 
     return run
+
+
+@pytest.fixture
+def h2upstreams(pki):
+    """Factory: h2upstreams(n=1, host="127.0.0.1", **kw) -> [H2Upstream] (h2upstream.py): HTTPS
+    origins with pki's "good" certificate (cert="..." for another) offering ALPN
+    kw.get("alpn", ("h2",)); kw: H2Upstream's (alpn, max_concurrent_streams, initial_window_size,
+    max_frame_size, tls=...). Closed after the test; all servers of one test share one Condition,
+    so h2upstreams.wait_for(pred) can wait for a predicate over several of them. h2upstream (and
+    python3-h2) is imported only by tests that use this fixture."""
+    from h2upstream import H2Upstream
+
+    made = []
+    cond = threading.Condition()
+
+    def make(n=1, host="127.0.0.1", **kw):
+        if kw.get("tls") is None:
+            kw["pki"] = pki
+        new = [H2Upstream(host, cond=cond, **kw) for _ in range(n)]
+        made.extend(new)
+        return new
+
+    make.all = made
+    make.wait_for = lambda predicate, timeout=5.0: wait_cond(cond, predicate, timeout)
+    yield make
+    for u in made:
+        u.close()

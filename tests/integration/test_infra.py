@@ -257,7 +257,7 @@ def chunk(s):
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
 R0 = {"index": 0, "url": "http://x/", "status": 200, "headers": {}, "body": "a", "body_encoding": "text",
-      "bytes": 1, "attempts": 1, "remote": "127.0.0.1:1", "reused": False,
+      "bytes": 1, "attempts": 1, "remote": "127.0.0.1:1", "reused": False, "protocol": "http/1.1",
       "timing": {k: 0 for k in ("queue_ms", "dns_ms", "connect_ms", "tls_ms", "ttfb_ms", "total_ms")}}
 R1 = {"index": 1, "url": "http://y/", "error": {"kind": "timeout", "message": "no response"}, "attempts": 1,
       "timing": R0["timing"]}
@@ -320,6 +320,8 @@ def test_validate_catches_contract_violations():
         validate({"results": [R0, R1], "summary": dict(SUMMARY, errors=0)}, 2)
     with pytest.raises(AssertionError):
         validate({"results": [R0, dict(R1, error={"kind": "oops", "message": "x"})], "summary": SUMMARY}, 2)
+    with pytest.raises(AssertionError):  # every response says its protocol
+        validate({"results": [{k: v for k, v in R0.items() if k != "protocol"}, R1], "summary": SUMMARY}, 2)
 
 
 def test_client_error_response_with_content_length():

@@ -257,6 +257,17 @@ def test_infra_curl_and_s_client_agree(pki, good, tls_up, upstream):
     assert [h.sni for h in good.handshakes()] == ["b.test", None, "c.test"]
 
 
+@pytest.mark.parametrize("conf,option", [(0, None), (0, True), (1, False)],
+                         ids=["config off", "config off, option true", "option false"])
+def test_http2_off_offers_http11_alone(tls_daemon, good, conf, option):
+    # The option cannot turn on what the configuration turned off.
+    d = tls_daemon(http2=conf)
+    bs = d.batch([good.url("/ok", host="a.test")], None if option is None else {"http2": option})
+    assert bs[0]["status"] == 200 and bs[0]["protocol"] == "http/1.1", bs[0]
+    (h,) = good.handshakes()
+    assert h.hello.alpn == ["http/1.1"] and h.alpn == "http/1.1"
+
+
 # --- verification ----------------------------------------------------------------------
 
 def test_good_certificate_by_name(tls_daemon, good):
@@ -271,7 +282,9 @@ def test_good_certificate_by_name(tls_daemon, good):
     assert r["timing"]["tls_ms"] > 0 and r["timing"]["total_ms"] >= r["timing"]["tls_ms"], r["timing"]
     (h,) = good.handshakes()
     assert h.sni == "a.test" and h.hello.sni == "a.test"
-    assert h.alpn == "http/1.1" and h.hello.alpn == ["http/1.1"]
+    # h2 offered first (http2 = 1 by default); this server takes http/1.1.
+    assert h.alpn == "http/1.1" and h.hello.alpn == ["h2", "http/1.1"]
+    assert r["protocol"] == "http/1.1"
     # TLS 1.2 minimum: nothing older is even offered.
     assert h.hello.versions and set(h.hello.versions) <= {"TLSv1.2", "TLSv1.3"}, h.hello
     assert not h.hello.offers_resumption  # nothing to resume yet

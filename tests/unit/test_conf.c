@@ -99,6 +99,8 @@ check_defaults(const struct conf *c)
 	CHECK(c->output_buffer_bytes == 1048576);
 	CHECK(c->dns_cache_size == 10000);
 	CHECK(c->tls_resume == 1);
+	CHECK(c->http2 == 1);
+	CHECK(c->max_streams == 100);
 }
 
 static void
@@ -246,6 +248,9 @@ test_bounds(void)
 		{ "output_buffer_bytes = 65535", "output_buffer_bytes: must be between 65536 and 268435456" },
 		{ "dns_cache_size = 0", "dns_cache_size: must be between 1 and 1000000" },
 		{ "tls_resume = 2", "tls_resume: must be between 0 and 1" },
+		{ "http2 = 2", "http2: must be between 0 and 1" },
+		{ "max_streams = 0", "max_streams: must be between 1 and 1000" },
+		{ "max_streams = 1001", "max_streams: must be between 1 and 1000" },
 		/* Overflow is out of range, not garbage. */
 		{ "max_batch = 99999999999999999999999", "max_batch: must be between 1 and 1000000" },
 		{ "max_body_bytes = 17179869184g", "max_body_bytes: must be between 0 and 1073741824" },

@@ -220,7 +220,7 @@ test_result_object(void)
 	    "Set-Cookie: a=1\r\nX-Many: 1\r\nset-cookie: b=2\r\nx-many: 2\r\nX-Bin: \xff\r\n"
 	    "Content-Length: 2\r\n\r\n";
 	struct bopts o = { .include_headers = 1, .body = BODY_AUTO };
-	struct report r = { .index = 3, .attempts = 1, .reused = 1 };
+	struct report r = { .index = 3, .attempts = 1, .reused = 1, .protocol = "http/1.1" };
 	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
 	const char *why;
 	json_t *elem = json_pack("{s:s,s:i}", "url", "http://a.test/x", "id", 7), *v;
@@ -238,6 +238,7 @@ test_result_object(void)
 	CHECK(json_integer_value(json_object_get(v, "index")) == 3);
 	CHECK(json_integer_value(json_object_get(v, "id")) == 7);
 	CHECK(json_integer_value(json_object_get(v, "status")) == 200);
+	CHECK_STR(json_string_value(json_object_get(v, "protocol")), "http/1.1");
 	CHECK_STR(json_string_value(json_object_get(v, "body_encoding")), "json");
 	json_t *h = json_object_get(v, "headers");
 	CHECK_STR(json_string_value(json_object_get(h, "x-many")), "1, 2");
@@ -274,7 +275,7 @@ static void
 test_long_header_names(void)
 {
 	struct bopts o = { .include_headers = 1, .body = BODY_NONE };
-	struct report r = { .attempts = 1 };
+	struct report r = { .attempts = 1, .protocol = "h2" };
 	struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
 	char name[700], want[700];
 	const char *why;

@@ -166,7 +166,7 @@ fake_new(unsigned concurrency, unsigned per_host)
 
 	if (f == NULL)
 		abort();
-	f->sb = sched_batch_new(fake_dispatch, f, concurrency, per_host);
+	f->sb = sched_batch_new(fake_dispatch, f, concurrency, per_host, 0);
 	return f;
 }
 

@@ -1,0 +1,199 @@
+"""HTTP/2 upstreams against a scriptable python3-h2 server (h2upstream.py) over TLS with the
+test CA: ALPN, multiplexing within per_host and the server's SETTINGS, batches sharing a
+connection, unprocessed streams sent again, resets ending their own request only, and the
+per-request guarantees (timeouts, body cap, decoding, redirects, retries) kept per stream.
+Connections and concurrent streams are counted at the server."""
+
+import pytest
+
+
+@pytest.fixture
+def h2d(daemon, pki):
+    def start(**keys):
+        keys.setdefault("ca_file", pki.ca_file)
+        return daemon(**keys)
+    return start
+
+
+@pytest.fixture
+def h2(h2upstreams):
+    (u,) = h2upstreams(1)
+    return u
+
+
+def statuses(bs):
+    return [r.get("status", r.get("error", {}).get("kind")) for r in bs.results_by_index]
+
+
+def test_h2_is_negotiated_and_multiplexed_on_one_connection(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/delay/300?i=%d" % i) for i in range(100)], {"per_host": 8, "concurrency": 256})
+    assert statuses(bs) == [200] * 100
+    assert {r["protocol"] for r in bs.arrival} == {"h2"}
+    st = h2.stats()
+    assert st["connections"] == 1 and st["over_limit"] == 0, st
+    assert st["peak_streams"] >= 90, st  # one round trip, not per_host at a time
+    assert sorted(r["reused"] for r in bs.arrival) == [False] + [True] * 99
+    (c,) = h2.conn_records()
+    assert c.alpn == "h2"
+    assert c.client_settings.get("enable_push") == 0
+
+
+def test_h2_server_stream_limit_is_kept(h2d, h2upstreams):
+    (u,) = h2upstreams(1, max_concurrent_streams=3)
+    d = h2d()
+    bs = d.batch([u.url("/delay/100?i=%d" % i) for i in range(12)], {"per_host": 1})
+    assert statuses(bs) == [200] * 12
+    st = u.stats()
+    assert st["over_limit"] == 0 and st["peak_streams"] <= 3 and st["connections"] == 1, st
+
+
+def test_h2_max_streams_configured_is_kept(h2d, h2):
+    d = h2d(max_streams=4)
+    bs = d.batch([h2.url("/delay/100?i=%d" % i) for i in range(12)], {"per_host": 1})
+    assert statuses(bs) == [200] * 12
+    st = h2.stats()
+    assert st["peak_streams"] <= 4 and st["connections"] == 1, st
+
+
+def test_h2_more_connections_only_when_streams_are_full(h2d, h2upstreams):
+    (u,) = h2upstreams(1, max_concurrent_streams=5)
+    d = h2d()
+    bs = d.batch([u.url("/delay/200?i=%d" % i) for i in range(20)], {"per_host": 8})
+    assert statuses(bs) == [200] * 20
+    st = u.stats()
+    assert st["over_limit"] == 0 and 2 <= st["connections"] <= 4, st
+    assert all(c.peak_streams <= 5 for c in u.conn_records())
+
+
+def test_h2_batches_share_a_connection(h2d, h2):
+    d = h2d()
+    first = d.stream([h2.url("/wait/go?b=1")])
+    try:
+        assert h2.wait_for(lambda u: u.count("/wait/go") == 1)
+        second = d.batch([h2.url("/ok?b=2")])
+        assert second[0]["status"] == 200 and second[0]["reused"] is True
+        h2.release("go")
+        first.finish()
+    finally:
+        first.close()
+    assert first[0]["status"] == 200
+    assert h2.stats()["connections"] == 1
+
+
+def test_h2_http2_off_uses_http11(h2d, h2upstreams):
+    (u,) = h2upstreams(1, alpn=("h2", "http/1.1"))
+    d = h2d()
+    bs = d.batch([u.url("/ok")], {"http2": False})
+    assert bs[0]["status"] == 200 and bs[0]["protocol"] == "http/1.1"
+
+
+def test_h2_refused_stream_is_sent_again(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/refuse?n=2"), h2.url("/ok")], {"retries": 0})
+    assert statuses(bs) == [200, 200]
+    assert bs[0]["attempts"] == 1  # not a retry
+    assert h2.stats()["refused"] == 2
+
+
+def test_h2_goaway_sends_unprocessed_streams_elsewhere(h2d, h2):
+    d = h2d()
+    bs = d.batch([{"url": h2.url("/goaway"), "method": "POST", "body": "x"}])
+    assert statuses(bs) == [200]  # even a POST: the server never processed it
+    assert bs[0]["attempts"] == 1
+    st = h2.stats()
+    assert st["goaways_sent"] == 1 and st["connections"] == 2, st
+    assert [r.outcome for r in h2.reqs("/goaway")] == ["goaway_unprocessed", "responded"]
+
+
+def test_h2_reset_ends_its_request_only(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/rst?code=INTERNAL_ERROR")] + [h2.url("/delay/100?i=%d" % i) for i in range(5)])
+    err = bs[0]["error"]
+    assert err["kind"] == "protocol" and err["message"] == "stream reset by server: INTERNAL_ERROR", err
+    assert statuses(bs)[1:] == [200] * 5
+    assert h2.stats()["connections"] == 1
+
+
+def test_h2_stalled_stream_times_out_alone(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/stall"), h2.url("/delay/100")], {"timeout_ms": 500})
+    err = bs[0]["error"]
+    assert err["kind"] == "timeout" and "body" in err["message"], err
+    assert bs[1]["status"] == 200
+    assert h2.wait_for(lambda u: any(r.error_code == 8 for r in u.resets_received))  # CANCEL
+    assert h2.stats()["connections"] == 1
+
+
+def test_h2_big_body_with_flow_control(h2d, h2):
+    d = h2d()
+    n = 5_000_000
+    bs = d.batch([h2.url("/big/%d" % n)], {"body": "none", "max_body_bytes": 8_000_000})
+    assert bs[0]["status"] == 200 and bs[0]["bytes"] == n
+    (c,) = h2.conn_records()
+    assert c.window_conn > 0 and sum(c.window_streams.values()) > 0
+
+
+def test_h2_body_over_the_cap_resets_its_stream(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/big/1000000"), h2.url("/ok")], {"max_body_bytes": 100_000})
+    assert bs[0]["error"]["kind"] == "too_large"
+    assert bs[1]["status"] == 200
+    assert h2.wait_for(lambda u: len(u.resets_received) == 1)
+
+
+def test_h2_gzip_is_decoded(h2d, h2):
+    d = h2d()
+    r = d.batch([h2.url("/gzip/5000")])[0]
+    assert r["status"] == 200 and r["bytes"] == 5000 and r["headers"]["content-encoding"] == "gzip"
+
+
+def test_h2_response_headers_as_on_http11(h2d, h2):
+    d = h2d()
+    h = d.batch([h2.url("/headers")])[0]["headers"]
+    assert h["set-cookie"] == ["a=1; Path=/", "b=2, c=3"]
+    assert h["x-dup"] == "one, two"
+    assert not any(k.startswith(":") for k in h)
+
+
+def test_h2_request_fields(h2d, h2):
+    d = h2d()
+    bs = d.batch([{"url": h2.url("/echo?q=1"), "method": "POST", "body": "hello",
+                   "headers": {"X-Caller": "A", "Connection": "close", "Transfer-Encoding": "x",
+                               "Keep-Alive": "1", "Upgrade": "h2c", "TE": "gzip"}}])
+    e = bs[0]["body"]
+    assert e["method"] == "POST" and e["path"] == "/echo?q=1" and e["body"] == "hello"
+    assert e["authority"] == h2.authority and e["scheme"] == "https"
+    names = [n for n, _ in e["headers"]]
+    assert "x-caller" in names and all(n == n.lower() for n in names)
+    for banned in ("connection", "transfer-encoding", "keep-alive", "upgrade", "te", "host"):
+        assert banned not in names, names
+    assert dict(e["headers"])["content-length"] == "5"
+
+
+def test_h2_redirect_and_retry_per_stream(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/redirect/2"), h2.url("/flaky/1?key=r")], {"retries": 1})
+    assert statuses(bs) == [200, 200]
+    assert bs[0]["final_url"].startswith(h2.url("/redirect/0"))
+    assert bs[1]["attempts"] == 2
+    assert h2.stats()["connections"] == 1
+
+
+def test_h2_connection_closed_under_a_stream(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/close")])
+    err = bs[0]["error"]
+    assert err["kind"] == "protocol" and "connection closed" in err["message"], err
+
+
+def test_h2_origin_speaking_http11_is_learnt(h2d, upstreams, pki):
+    # An https origin that answers http/1.1: the first handshake is waited for,
+    # then requests open connections straight away, within per_host.
+    (u,) = upstreams(1, tls=pki.context_factory("good"))
+    d = h2d()
+    bs = d.batch([u.url("/delay/100?i=%d" % i, host="a.test") for i in range(12)], {"per_host": 4})
+    assert statuses(bs) == [200] * 12
+    assert {r["protocol"] for r in bs.arrival} == {"http/1.1"}
+    assert u.stats()["connections"] <= 4
+
