@@ -92,6 +92,11 @@ metrics_render(struct evbuffer *out)
 	    metrics.conns_open);
 	metrics_one(out, "fanoutd_upstream_connections_idle", "gauge",
 	    "Kept-alive upstream connections waiting for reuse.", metrics.conns_idle);
+	metrics_one(out, "fanoutd_upstream_connections_h2", "gauge",
+	    "Upstream connections open that speak HTTP/2 (of fanoutd_upstream_connections).",
+	    metrics.conns_h2);
+	metrics_one(out, "fanoutd_h2_streams", "gauge", "Requests on HTTP/2 connections now.",
+	    metrics.h2_streams);
 	metrics_one(out, "fanoutd_dns_cache_hits_total", "counter", "Names answered from the cache.",
 	    (long long)metrics.dns_hits);
 	metrics_one(out, "fanoutd_dns_cache_misses_total", "counter", "Names not in the cache.",

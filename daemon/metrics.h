@@ -21,6 +21,8 @@ struct metrics {
 	uint64_t conns_reused;
 	int64_t conns_open;
 	int64_t conns_idle;
+	int64_t conns_h2;			/* of conns_open, multiplexing (HTTP/2) */
+	int64_t h2_streams;			/* requests on them now */
 	uint64_t dns_hits;
 	uint64_t dns_misses;
 	uint64_t dns_queries;

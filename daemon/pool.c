@@ -367,6 +367,7 @@ pool_take_shared(struct origin *o, unsigned gen, unsigned max_conns, struct conn
 		if (c->idle)
 			pool_unidle(c);
 		c->nstreams++;
+		metrics.h2_streams++;
 		*cp = c;
 		return POOL_SHARED;
 	}
@@ -485,6 +486,8 @@ pool_close(struct conn *c)
 	if (c->mux != NULL) {
 		TAILQ_REMOVE(&o->muxed, c, mlink);
 		c->mux_free(c->mux);
+		metrics.conns_h2--;
+		metrics.h2_streams -= c->nstreams;
 	}
 	if (c->timer != NULL)
 		event_free(c->timer);
@@ -560,6 +563,8 @@ pool_conn_set_mux(struct conn *c, void *session, void (*session_free)(void *))
 	c->mux_free = session_free;
 	c->nstreams = 1;	/* its taker's */
 	c->max_streams = 1;
+	metrics.conns_h2++;
+	metrics.h2_streams++;
 	TAILQ_INSERT_TAIL(&o->muxed, c, mlink);
 	o->kind = POOL_KIND_MUX;
 	pool_conn_learnt(c, POOL_KIND_MUX);
@@ -608,6 +613,7 @@ pool_mux_release(struct conn *c)
 {
 	struct origin *o = c->origin;
 
+	metrics.h2_streams--;
 	if (--c->nstreams > 0) {
 		pool_tell_origin(o);
 		return;

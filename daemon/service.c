@@ -20,7 +20,7 @@ static struct {
 	struct event *status;
 	struct event *watchdog;
 	int stopping;
-	char last[160];
+	char last[256];
 } sv;
 
 /* "STATUS=" with what an operator asks first: is it busy, is it stuck. */
@@ -36,8 +36,10 @@ service_status(evutil_socket_t fd, short what, void *arg)
 	for (int k = 0; k < KIND_MAX; k++)
 		done += metrics.requests[k];
 	snprintf(line, sizeof(line), "STATUS=%s%" PRId64 " batches, %" PRId64 " requests in flight, "
-	    "%" PRId64 " queued, %" PRIu64 " done", sv.stopping ? "draining: " : "",
-	    metrics.batches_in_flight, metrics.requests_in_flight, metrics.requests_queued, done);
+	    "%" PRId64 " queued, %" PRIu64 " done; upstream connections: %" PRId64 " HTTP/1.1, %"
+	    PRId64 " HTTP/2 with %" PRId64 " streams", sv.stopping ? "draining: " : "",
+	    metrics.batches_in_flight, metrics.requests_in_flight, metrics.requests_queued, done,
+	    metrics.conns_open - metrics.conns_h2, metrics.conns_h2, metrics.h2_streams);
 	if (strcmp(line, sv.last) == 0)
 		return;
 	memcpy(sv.last, line, sizeof(line));

@@ -73,12 +73,16 @@ def test_h2_batches_share_a_connection(h2d, h2):
         assert h2.wait_for(lambda u: u.count("/wait/go") == 1)
         second = d.batch([h2.url("/ok?b=2")])
         assert second[0]["status"] == 200 and second[0]["reused"] is True
+        m = d.metrics()
+        assert m["fanoutd_upstream_connections_h2"] == 1 and m["fanoutd_h2_streams"] == 1, m
         h2.release("go")
         first.finish()
     finally:
         first.close()
     assert first[0]["status"] == 200
     assert h2.stats()["connections"] == 1
+    m = d.metrics()
+    assert m["fanoutd_h2_streams"] == 0 and m["fanoutd_upstream_connections_h2"] == 1, m  # idle
 
 
 def test_h2_http2_off_uses_http11(h2d, h2upstreams):

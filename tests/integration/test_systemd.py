@@ -99,10 +99,11 @@ def test_listen_fds_for_another_process_are_ignored(daemon, upstream):
 def test_notify_sequence_with_status_and_watchdog(daemon, upstream):
     d = daemon(env={"WATCHDOG_USEC": "200000"})  # a ping every 100 ms
     assert d.wait_notify("WATCHDOG=1", timeout=2)
-    bs = d.batch([upstream.url("/ok?i=%d" % i) for i in range(3)])
+    bs = d.batch([upstream.url("/ok?close=1&i=%d" % i) for i in range(3)])
     assert bs.summary["responses"] == 3
     # The status line is refreshed once a second when a figure changed.
-    assert d.wait_notify("STATUS=0 batches, 0 requests in flight, 0 queued, 3 done", timeout=3), messages(d)
+    assert d.wait_notify("STATUS=0 batches, 0 requests in flight, 0 queued, 3 done; upstream "
+                         "connections: 0 HTTP/1.1, 0 HTTP/2 with 0 streams", timeout=3), messages(d)
     reload(d)
     d.send_signal(signal.SIGTERM)
     assert d.wait_exit(5) == 0
