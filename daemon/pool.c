@@ -333,10 +333,11 @@ pool_idle_of(struct origin *o, unsigned gen)
 }
 
 /* A multiplexing connection of o and generation gen that takes another
- * request now, the busiest first so that idle ones can time out. *live:
- * how many there are; *wait: one has yet to hear how many the server takes. */
+ * request now, the busiest first so that idle ones can time out; fresh: not
+ * an idle one (a busy one is known alive). *live: how many there are;
+ * *wait: one has yet to hear how many the server takes. */
 static struct conn *
-pool_mux_of(struct origin *o, unsigned gen, unsigned *live, int *wait)
+pool_mux_of(struct origin *o, unsigned gen, int fresh, unsigned *live, int *wait)
 {
 	struct conn *c, *best = NULL;
 
@@ -348,14 +349,16 @@ pool_mux_of(struct origin *o, unsigned gen, unsigned *live, int *wait)
 		(*live)++;
 		if (!c->settled)
 			*wait = 1;
-		else if (c->nstreams < c->max_streams && (best == NULL || c->nstreams > best->nstreams))
+		else if (c->nstreams < c->max_streams && !(fresh && c->idle) &&
+		    (best == NULL || c->nstreams > best->nstreams))
 			best = c;
 	}
 	return best;
 }
 
 enum pool_rc
-pool_take_shared(struct origin *o, unsigned gen, unsigned max_conns, struct conn **cp)
+pool_take_shared(struct origin *o, unsigned gen, unsigned max_conns, int fresh,
+    struct conn **cp)
 {
 	struct conn *c;
 	unsigned live;
@@ -363,7 +366,7 @@ pool_take_shared(struct origin *o, unsigned gen, unsigned max_conns, struct conn
 
 	if (!o->https)
 		return POOL_OWN;
-	if ((c = pool_mux_of(o, gen, &live, &wait)) != NULL) {
+	if ((c = pool_mux_of(o, gen, fresh, &live, &wait)) != NULL) {
 		if (c->idle)
 			pool_unidle(c);
 		c->nstreams++;

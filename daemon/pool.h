@@ -62,11 +62,12 @@ enum pool_rc {
 enum pool_rc pool_take(struct origin *o, int how, unsigned gen, struct conn **c);
 
 /* For a taker that can multiplex, first: one more request on a shared
- * connection of o with room (POOL_SHARED); or POOL_FULL_ORIGIN, to wait,
- * while o's first connection is still to say whether it multiplexes, while
- * a new one's SETTINGS are due, or when o has max_conns multiplexing
- * connections and all are busy; else POOL_OWN: pool_take. */
-enum pool_rc pool_take_shared(struct origin *o, unsigned gen, unsigned max_conns,
+ * connection of o with room (POOL_SHARED; fresh: not an idle one); or
+ * POOL_FULL_ORIGIN, to wait, while o's first connection is still to say
+ * whether it multiplexes, while a new one's SETTINGS are due, or when o has
+ * max_conns multiplexing connections and all are busy; else POOL_OWN:
+ * pool_take. */
+enum pool_rc pool_take_shared(struct origin *o, unsigned gen, unsigned max_conns, int fresh,
     struct conn **c);
 
 /* A batch starts: returns its generation, the number of reloads so far.

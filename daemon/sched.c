@@ -498,8 +498,8 @@ sched_batch_one(struct sched_batch *sb)
 			continue;
 		/* A batch that multiplexes shares a connection first: per_host
 		 * then bounds the origin's shared connections it may use. */
-		if (sb->mux && !fresh)
-			rc = pool_take_shared(bh->so->origin, sb->gen, sb->per_host, &c);
+		if (sb->mux)
+			rc = pool_take_shared(bh->so->origin, sb->gen, sb->per_host, fresh, &c);
 		if (rc == POOL_OWN && bh->inflight >= sb->per_host) {
 			bhost_unlink(bh);	/* its own request ending wakes it */
 			continue;

@@ -707,6 +707,98 @@ test_conn_remote(void)
 	teardown();
 }
 
+/* A session stand-in: the pool frees it when its connection closes. */
+static int sessions_freed;
+
+static void
+fake_session_free(void *session)
+{
+	(void)session;
+	sessions_freed++;
+}
+
+/* Multiplexing: the first handshake is waited for, then SETTINGS; streams
+ * are shared up to the server's limit; a fresh taker shares busy
+ * connections but not idle ones; per_host bounds the shared connections;
+ * a retired one closes with its last stream. */
+static void
+test_multiplexing(void)
+{
+	struct origin *o, *plain;
+	struct conn *c1 = NULL, *c2 = NULL, *c = NULL;
+	int p1, p2;
+
+	setup(10, 8, 60);
+	sessions_freed = 0;
+	o = origin("https://a.test/");
+	plain = origin("http://b.test/");
+	CHECK(pool_take_shared(plain, gen, 8, 0, &c) == POOL_OWN);	/* no h2 without TLS */
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_OWN);	/* nothing known yet */
+	CHECK(pool_take(o, POOL_TAKE_MUX, gen, &c1) == POOL_NEW);
+	p1 = attach(c1);
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_FULL_ORIGIN);	/* its handshake */
+	CHECK(pool_take_shared(o, gen, 8, 1, &c) == POOL_FULL_ORIGIN);
+	pool_conn_set_mux(c1, c1, fake_session_free);
+	CHECK(pool_conn_mux(c1) == c1);
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_FULL_ORIGIN);	/* its SETTINGS */
+	pool_conn_set_max_streams(c1, 3);
+	CHECK(metrics.conns_h2 == 1 && metrics.h2_streams == 1);
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_SHARED && c == c1);
+	CHECK(pool_take_shared(o, gen, 8, 1, &c) == POOL_SHARED && c == c1);	/* busy: alive */
+	CHECK(metrics.h2_streams == 3);
+	CHECK(pool_take_shared(o, gen, 1, 0, &c) == POOL_FULL_ORIGIN);	/* per_host 1 */
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_OWN);		/* room for another */
+	for (int i = 0; i < 3; i++)
+		pool_release(c1);
+	CHECK(metrics.h2_streams == 0 && metrics.conns_idle == 1 && !closed(p1));
+	CHECK(pool_take_shared(o, gen, 8, 1, &c) == POOL_OWN);		/* idle: maybe stale */
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_SHARED && c == c1);
+	CHECK(metrics.conns_idle == 0);
+	/* A second connection; the first retires (GOAWAY) and closes with its
+	 * last stream, freeing its session. */
+	CHECK(pool_take(o, POOL_TAKE_MUX | POOL_TAKE_FRESH, gen, &c2) == POOL_NEW);
+	p2 = attach(c2);
+	pool_conn_set_mux(c2, c2, fake_session_free);
+	pool_conn_set_max_streams(c2, 100);
+	pool_conn_retire(c1);
+	CHECK(sessions_freed == 0 && !closed(p1));
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_SHARED && c == c2);
+	pool_release(c1);
+	CHECK(sessions_freed == 1 && closed(p1));
+	CHECK(metrics.conns_h2 == 1);
+	pool_release(c);
+	pool_release(c2);
+	pool_conn_retire(c2);	/* idle: closes at once */
+	CHECK(sessions_freed == 2 && closed(p2));
+	CHECK(metrics.conns_h2 == 0 && metrics.h2_streams == 0);
+	pool_origin_put(plain);
+	pool_origin_put(o);
+	close(p1);
+	close(p2);
+	teardown();
+}
+
+/* An origin whose first handshake said HTTP/1.1 is not waited for again. */
+static void
+test_single_origin_learnt(void)
+{
+	struct origin *o;
+	struct conn *c1 = NULL, *c2 = NULL, *c = NULL;
+
+	setup(10, 8, 60);
+	o = origin("https://a.test/");
+	CHECK(pool_take(o, POOL_TAKE_MUX, gen, &c1) == POOL_NEW);
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_FULL_ORIGIN);
+	pool_conn_set_single(c1);
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_OWN);
+	CHECK(pool_take(o, POOL_TAKE_MUX, gen, &c2) == POOL_NEW);
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_OWN);	/* c2 opening: not waited for */
+	pool_close(c1);
+	pool_close(c2);
+	pool_origin_put(o);
+	teardown();
+}
+
 int
 main(void)
 {
@@ -729,5 +821,7 @@ main(void)
 	test_idle_timeout_zero();
 	test_idle_timeout_expires();
 	test_conn_remote();
+	test_multiplexing();
+	test_single_origin_learnt();
 	return UNIT_DONE();
 }
