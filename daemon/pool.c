@@ -445,11 +445,15 @@ pool_idle_read(struct bufferevent *bev, void *arg)
 static void pool_mux_release(struct conn *c);
 
 /* c has nothing to do: closed when it is not to be kept, else idle (most
- * recently used last). Returns whether it was kept. */
+ * recently used last). Returns whether it was kept. A multiplexing one is
+ * kept even with idle_timeout_s 0, for what is left of this loop turn: its
+ * last stream often ends in the same read that woke the requests about to
+ * share it. */
 static int
 pool_keep_idle(struct conn *c)
 {
-	if (c->retiring || pool.idle_timeout.tv_sec == 0 || !pool_gen_live(c->gen)) {
+	if (c->retiring || !pool_gen_live(c->gen) ||
+	    (pool.idle_timeout.tv_sec == 0 && c->mux == NULL)) {
 		pool_close(c);
 		return 0;
 	}

@@ -799,6 +799,32 @@ test_single_origin_learnt(void)
 	teardown();
 }
 
+/* With idle_timeout_s 0 a multiplexing connection whose last stream ended
+ * waits out the loop turn: requests woken in the same read may share it. */
+static void
+test_multiplexing_idle_timeout_zero(void)
+{
+	struct origin *o;
+	struct conn *c1 = NULL, *c = NULL;
+	int p1;
+
+	setup(10, 8, 0);
+	sessions_freed = 0;
+	o = origin("https://a.test/");
+	CHECK(pool_take(o, POOL_TAKE_MUX, gen, &c1) == POOL_NEW);
+	p1 = attach(c1);
+	pool_conn_set_mux(c1, c1, fake_session_free);
+	pool_conn_set_max_streams(c1, 10);
+	pool_release(c1);	/* its opener's stream ends */
+	CHECK(sessions_freed == 0);
+	CHECK(pool_take_shared(o, gen, 8, 0, &c) == POOL_SHARED && c == c1);
+	pool_release(c1);
+	CHECK(closed(p1) && sessions_freed == 1);	/* the loop turned: closed */
+	pool_origin_put(o);
+	close(p1);
+	teardown();
+}
+
 int
 main(void)
 {
@@ -823,5 +849,6 @@ main(void)
 	test_conn_remote();
 	test_multiplexing();
 	test_single_origin_learnt();
+	test_multiplexing_idle_timeout_zero();
 	return UNIT_DONE();
 }
