@@ -379,7 +379,7 @@ pool_take_shared(struct origin *o, unsigned gen, unsigned max_conns, int fresh,
 	if (wait || (o->kind != POOL_KIND_SINGLE && o->probing > 0) ||
 	    (o->kind == POOL_KIND_MUX && live >= max_conns))
 		return POOL_FULL_ORIGIN;
-	return POOL_OWN;
+	return o->kind == POOL_KIND_MUX && !fresh ? POOL_FULL_SHARED : POOL_OWN;
 }
 
 enum pool_rc

@@ -46,6 +46,7 @@ enum pool_rc {
 	POOL_REUSE,		/* *c is a kept-alive connection */
 	POOL_SHARED,		/* *c is a multiplexing connection; the request is one more on it */
 	POOL_OWN,		/* pool_take_shared: nothing to share, take a connection of one's own */
+	POOL_FULL_SHARED,	/* pool_take_shared: its shared connections are busy; another may open */
 	POOL_NEW,		/* *c is a new, unconnected connection (counted) */
 	POOL_FULL_ORIGIN,	/* max_per_host reached for o */
 	POOL_FULL_GLOBAL,	/* the budget is used and nothing idle can be closed */
@@ -65,8 +66,9 @@ enum pool_rc pool_take(struct origin *o, int how, unsigned gen, struct conn **c)
  * connection of o with room (POOL_SHARED; fresh: not an idle one); or
  * POOL_FULL_ORIGIN, to wait, while o's first connection is still to say
  * whether it multiplexes, while a new one's SETTINGS are due, or when o has
- * max_conns multiplexing connections and all are busy; else POOL_OWN:
- * pool_take. */
+ * max_conns multiplexing connections and all are busy; POOL_FULL_SHARED
+ * when it has fewer, all busy (the taker may open one with pool_take); else
+ * POOL_OWN: pool_take. */
 enum pool_rc pool_take_shared(struct origin *o, unsigned gen, unsigned max_conns, int fresh,
     struct conn **c);
 

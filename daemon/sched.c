@@ -40,6 +40,7 @@ struct bhost {
 	uint32_t *fresh;
 	size_t fhead, fcount, fcap;
 	unsigned inflight;		/* connections of this batch to this origin */
+	unsigned running;		/* its requests dispatched and not finished */
 	enum bhost_where where;
 	TAILQ_ENTRY(bhost) link;	/* sb->ready, so->waiters or sched.starving */
 	TAILQ_ENTRY(bhost) all;
@@ -342,6 +343,8 @@ sched_requeue(struct sched_req *r, const struct url *u, int fresh)
 
 	sched_release(r);
 	sched_dequeue(r);
+	r->bh->running--;
+	bh->running++;
 	r->bh = bh;
 	r->fresh = fresh;
 	r->where = SR_QUEUED;
@@ -370,6 +373,7 @@ sched_finished(struct sched_req *r)
 
 	sched_dequeue(r);
 	sched_release(r);
+	r->bh->running--;
 	sb->inflight--;
 	metrics.requests_in_flight--;
 	free(r);
@@ -458,6 +462,7 @@ sched_dispatch(struct bhost *bh, struct conn *c, enum pool_rc how)
 		r = xcalloc(1, sizeof(*r));
 		r->index = bhost_fresh_pop(bh);
 		r->bh = bh;
+		bh->running++;
 		sb->inflight++;
 		metrics.requests_in_flight++;
 	}
@@ -472,6 +477,23 @@ sched_dispatch(struct bhost *bh, struct conn *c, enum pool_rc how)
 	bhost_unlink(bh);
 	bhost_make_ready(bh);
 	sb->dispatch(sb->owner, r, c, how != POOL_NEW);
+}
+
+/* Whether bh may open another multiplexing connection: only while its
+ * requests in flight are under the batch's fair share of its concurrency.
+ * Otherwise the origin whose handshake ended first would fill one
+ * connection, open a second, and take more than its share while the
+ * others' handshakes end. Walks the batch's origins, but only when an
+ * origin's shared connections are all full. */
+static int
+sched_fair_to_open(const struct sched_batch *sb, const struct bhost *bh)
+{
+	const struct bhost *h;
+	unsigned busy = 0;
+
+	TAILQ_FOREACH(h, &sb->hosts, all)
+		busy += h->running > 0 || !bhost_empty(h);
+	return bh->running < (sb->concurrency + busy - 1) / (busy ? busy : 1);
 }
 
 /* Dispatches at most one request of sb; returns whether it did. */
@@ -500,6 +522,8 @@ sched_batch_one(struct sched_batch *sb)
 		 * then bounds the origin's shared connections it may use. */
 		if (sb->mux)
 			rc = pool_take_shared(bh->so->origin, sb->gen, sb->per_host, fresh, &c);
+		if (rc == POOL_FULL_SHARED)
+			rc = sched_fair_to_open(sb, bh) ? POOL_OWN : POOL_FULL_ORIGIN;
 		if (rc == POOL_OWN && bh->inflight >= sb->per_host) {
 			bhost_unlink(bh);	/* its own request ending wakes it */
 			continue;
@@ -509,6 +533,7 @@ sched_batch_one(struct sched_batch *sb)
 			    (sb->mux ? POOL_TAKE_MUX : 0), sb->gen, &c);
 		switch (rc) {
 		case POOL_OWN:
+		case POOL_FULL_SHARED:
 		case POOL_FULL_ORIGIN:
 			bhost_park(bh, BH_WAITING);
 			continue;

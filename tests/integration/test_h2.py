@@ -201,3 +201,15 @@ def test_h2_origin_speaking_http11_is_learnt(h2d, upstreams, pki):
     assert {r["protocol"] for r in bs.arrival} == {"http/1.1"}
     assert u.stats()["connections"] <= 4
 
+
+
+def test_h2_fair_share_keeps_one_connection_per_origin(h2d, h2upstreams):
+    # 4 origins x 40 requests, 40 in flight, 10 streams a connection: 10 each is the
+    # batch's fair share, one connection's worth. The origin whose handshake ends first
+    # must not fill its connection and open a second while the others' handshakes end.
+    ups = h2upstreams(4)
+    d = h2d(max_streams=10)
+    urls = [u.url("/delay/100?i=%d" % i) for i in range(40) for u in ups]
+    bs = d.batch(urls, {"concurrency": 40, "per_host": 8})
+    assert bs.summary["responses"] == 160
+    assert [u.stats()["connections"] for u in ups] == [1, 1, 1, 1]
