@@ -213,3 +213,21 @@ def test_h2_fair_share_keeps_one_connection_per_origin(h2d, h2upstreams):
     bs = d.batch(urls, {"concurrency": 40, "per_host": 8})
     assert bs.summary["responses"] == 160
     assert [u.stats()["connections"] for u in ups] == [1, 1, 1, 1]
+
+
+def test_h2_response_headers_timeout_ends_its_stream(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/wait/never"), h2.url("/ok")], {"timeout_ms": 300})
+    err = bs[0]["error"]
+    assert err["kind"] == "timeout" and "response headers" in err["message"], err
+    assert bs[1]["status"] == 200
+    assert h2.wait_for(lambda u: any(r.error_code == 8 for r in u.resets_received))  # CANCEL
+
+
+def test_h2_tls_session_is_resumed(h2d, h2):
+    # A connection closed when idle (idle_timeout_s 0); the next one resumes.
+    d = h2d(idle_timeout_s=0)
+    for i in range(2):
+        assert d.batch([h2.url("/ok?b=%d" % i)])[0]["protocol"] == "h2"
+    assert h2.wait_for(lambda u: u.stats()["handshakes"] == 2)
+    assert [c.resumed for c in h2.conn_records()] == [False, True]
