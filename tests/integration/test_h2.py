@@ -231,3 +231,53 @@ def test_h2_tls_session_is_resumed(h2d, h2):
         assert d.batch([h2.url("/ok?b=%d" % i)])[0]["protocol"] == "h2"
     assert h2.wait_for(lambda u: u.stats()["handshakes"] == 2)
     assert [c.resumed for c in h2.conn_records()] == [False, True]
+
+
+# --- the HTTP/1.1 guarantees, per stream ---------------------------------------------
+
+def test_h2_decoding_and_body_modes(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/deflate/3000"), h2.url("/bomb/16"), h2.url("/json"), h2.url("/bytes/100"),
+                  h2.url("/trailers")], {"max_body_bytes": 1_000_000})
+    deflate, bomb, js, raw, trailers = bs.results_by_index
+    assert deflate["bytes"] == 3000 and deflate["body_encoding"] == "text"
+    assert bomb["error"]["kind"] == "too_large"  # 16 MiB of zeros stop at the cap
+    assert js["body_encoding"] == "json" and isinstance(js["body"], dict)
+    assert raw["body_encoding"] == "base64" and raw["bytes"] == 100
+    assert trailers["body"] == "t\n" and "x-checksum" not in trailers["headers"]
+
+
+def test_h2_header_block_over_max_header_bytes(h2d, h2):
+    d = h2d(max_header_bytes=4096)
+    bs = d.batch([h2.url("/bigheader/8000"), h2.url("/bigheader/1000")])
+    assert bs[0]["error"]["kind"] == "protocol", bs[0]
+    assert bs[1]["status"] == 200 and len(bs[1]["headers"]["x-big"]) == 1000
+
+
+def test_h2_credentials_dropped_on_a_redirect_to_another_origin(h2d, h2upstreams):
+    a, b = h2upstreams(2)
+    d = h2d()
+    target = b.url("/echo")
+    bs = d.batch([{"url": a.url("/redirect-to?url=" + target), "headers": {"Authorization": "Bearer x",
+                                                                             "Cookie": "s=1", "X-Other": "y"}}])
+    assert bs[0]["status"] == 200 and bs[0]["protocol"] == "h2"
+    first, hop = a.reqs()[0], b.reqs()[0]
+    assert first.header("authorization") == "Bearer x" and first.header("cookie") == "s=1"
+    assert hop.header("authorization") is None and hop.header("cookie") is None
+    assert hop.header("x-other") == "y"
+
+
+def test_h2_batch_deadline_resets_streams(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/ok"), h2.url("/wait/never"), h2.url("/stall")], {"deadline_ms": 400})
+    assert bs.kinds() == [None, "deadline", "deadline"]
+    assert h2.wait_for(lambda u: len(u.resets_received) == 2)
+    assert h2.stats()["connections"] == 1
+
+
+def test_h2_address_policy(h2d, h2upstreams):
+    (u,) = h2upstreams(1)
+    d = h2d(deny="127.0.0.1/32")
+    bs = d.batch([u.url("/ok")])
+    assert bs.kinds() == ["blocked"]
+    assert u.stats()["connections"] == 0
