@@ -61,7 +61,9 @@ POOL_DEPS := build/asan/pool.o build/asan/tls.o build/asan/url.o build/asan/map.
              build/asan/metrics.o build/asan/util.o build/asan/log.o
 build/asan/test_pool: $(POOL_DEPS)
 build/asan/test_sched: build/asan/sched.o $(POOL_DEPS)
+build/asan/test_wire: build/asan/wire.o build/asan/jout.o build/asan/url.o build/asan/util.o build/asan/log.o
 build/asan/test_upstream: build/asan/upstream.o $(POOL_DEPS) build/asan/dnscache.o build/asan/h2.o \
+                          build/asan/wire.o \
                           build/asan/policy.o build/asan/conf.o build/asan/h1.o \
                           build/asan/body.o build/asan/jout.o
 

@@ -10,7 +10,6 @@
  * Lifetime: once done, a request is never touched by this file again, and
  * upstream_free() leaves the memory until the next loop turn, so code under
  * the done callback may still look at r->state. */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +33,13 @@
 #include "dnscache.h"
 #include "h1.h"
 #include "h2.h"
-#include "jout.h"
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
 #include "pool.h"
 #include "tls.h"
 #include "upstream.h"
+#include "wire.h"
 
 #define UPSTREAM_DISCARD_MAX (64 * 1024)	/* body read only to keep a connection */
 #define UPSTREAM_READ_MAX (128 * 1024)		/* bytes taken from a socket per read */
@@ -589,110 +588,14 @@ upstream_connect(struct ureq *r, const struct dns_answer *a)
 	metrics.conns_opened++;
 }
 
-static int
-upstream_header_is(const char *name, const char *const *set)
-{
-	for (; *set != NULL; set++)
-		if (strcasecmp(name, *set) == 0)
-			return 1;
-	return 0;
-}
-
-/* Headers the daemon owns: framing and connection management. */
-static const char *const upstream_own_headers[] = {
-	"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
-	"upgrade", "proxy-connection", "trailer", NULL,
-};
-
-static int
-upstream_json_has(const json_t *obj, const char *name)
-{
-	const char *k;
-	json_t *v;
-
-	if (obj == NULL)
-		return 0;
-	json_object_foreach((json_t *)(uintptr_t)obj, k, v)
-		if (strcasecmp(k, name) == 0)
-			return 1;
-	return 0;
-}
-
-/* Credentials the caller meant for the first origin, not a redirect's. */
-static const char *const upstream_credential_headers[] = {
-	"authorization", "cookie", "proxy-authorization", NULL,
-};
-
-static void
-upstream_write_headers(const struct ureq *r, struct jbuf *out, const json_t *hdrs,
-    const json_t *unless)
-{
-	const char *k;
-	json_t *v;
-
-	if (hdrs == NULL)
-		return;
-	json_object_foreach((json_t *)(uintptr_t)hdrs, k, v) {
-		if (upstream_header_is(k, upstream_own_headers) || upstream_json_has(unless, k) ||
-		    (r->strip_credentials && upstream_header_is(k, upstream_credential_headers)))
-			continue;
-		jb_add(out, k, strlen(k));
-		JB_LIT(out, ": ");
-		jb_add(out, json_string_value(v), json_string_length(v));
-		JB_LIT(out, "\r\n");
-	}
-}
-
-static int
-upstream_has_header(const struct ureq *r, const char *name)
-{
-	return upstream_json_has(r->spec.headers, name) || upstream_json_has(r->opts->headers, name);
-}
-
-/* Serialises the request from validated parts; nothing the caller wrote
- * reaches the wire unchecked (intake refused CR, LF and NUL). */
+/* Sends the request, serialised by wire.c. */
 static void
 upstream_send(struct ureq *r)
 {
-	struct jbuf jb, *out = &jb;
-	char *json = NULL;
-	const char *body = r->spec.body;
-	size_t bodylen = r->spec.bodylen;
-
 	struct bufferevent *bev = pool_conn_bev(r->conn);
+	struct wire_request w = { &r->spec, r->opts->headers, r->strip_credentials };
 
-	jb_init(out, bufferevent_get_output(bev));
-	jb_add(out, r->spec.method, strlen(r->spec.method));
-	JB_LIT(out, " ");
-	jb_add(out, r->spec.url.target, strlen(r->spec.url.target));
-	JB_LIT(out, " HTTP/1.1\r\nHost: ");
-	jb_add(out, r->spec.url.authority, strlen(r->spec.url.authority));
-	JB_LIT(out, "\r\n");
-	upstream_write_headers(r, out, r->spec.headers, NULL);
-	upstream_write_headers(r, out, r->opts->headers, r->spec.headers);
-	r->decode = !upstream_has_header(r, "accept-encoding");
-	if (r->decode)
-		JB_LIT(out, "Accept-Encoding: gzip, deflate\r\n");
-	if (!upstream_has_header(r, "user-agent"))
-		JB_LIT(out, "User-Agent: fanoutd/" FANOUTD_VERSION "\r\n");
-	if (r->spec.json != NULL) {
-		json = json_dumps(r->spec.json, JSON_COMPACT | JSON_ENCODE_ANY);
-		body = json;
-		bodylen = json != NULL ? strlen(json) : 0;
-		if (!upstream_has_header(r, "content-type"))
-			JB_LIT(out, "Content-Type: application/json\r\n");
-	}
-	if (body != NULL || strcmp(r->spec.method, "POST") == 0 || strcmp(r->spec.method, "PUT") == 0 ||
-	    strcmp(r->spec.method, "PATCH") == 0) {
-		JB_LIT(out, "Content-Length: ");
-		jout_uint(out, bodylen);
-		JB_LIT(out, "\r\n");
-	}
-	jb_add(out, "\r\n", 2);
-	if (body != NULL)
-		jb_add(out, body, bodylen);
-	jb_flush(out);
-	free(json);
+	r->decode = wire_h1(bufferevent_get_output(bev), &w);
 	bufferevent_setcb(bev, upstream_read, NULL, upstream_event, r);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	upstream_set_state(r, UREQ_HEAD);
@@ -1264,103 +1167,17 @@ static const struct h2_stream_cb upstream_h2_stream_cb = {
 	.on_close = upstream_h2_close,
 };
 
-/* The request's header fields for HTTP/2: names lower-cased, the
- * daemon's own and connection-specific ones left out (RFC 9113, 8.2.2). */
-struct upstream_fields {
-	struct h2_field *f;
-	size_t n;
-	char *names;		/* lower-cased names, one after another */
-	size_t used;
-};
-
-static void
-upstream_field(struct upstream_fields *fs, const char *name, const char *value, size_t valuelen)
-{
-	size_t len = strlen(name);
-	char *dst = fs->names + fs->used;
-
-	for (size_t i = 0; i < len; i++)
-		dst[i] = (char)tolower((unsigned char)name[i]);
-	fs->used += len;
-	fs->f[fs->n++] = (struct h2_field){ dst, len, value, valuelen };
-}
-
-static void
-upstream_h2_caller_fields(const struct ureq *r, struct upstream_fields *fs, const json_t *hdrs,
-    const json_t *unless)
-{
-	const char *k;
-	json_t *v;
-
-	json_object_foreach((json_t *)(uintptr_t)hdrs, k, v) {
-		if (upstream_header_is(k, upstream_own_headers) || upstream_json_has(unless, k) ||
-		    (r->strip_credentials && upstream_header_is(k, upstream_credential_headers)))
-			continue;
-		upstream_field(fs, k, json_string_value(v), json_string_length(v));
-	}
-}
-
-/* Room for every name of hdrs. */
-static size_t
-upstream_names_len(const json_t *hdrs)
-{
-	const char *k;
-	json_t *v;
-	size_t n = 0;
-
-	json_object_foreach((json_t *)(uintptr_t)hdrs, k, v)
-		n += strlen(k);
-	return n;
-}
-
 static void
 upstream_h2_send(struct ureq *r)
 {
-	static const char ua[] = "fanoutd/" FANOUTD_VERSION;
-	struct upstream_fields fs = { 0 };
-	struct h2_request req = { 0 };
-	char len[24], *json = NULL;
+	struct wire_request w = { &r->spec, r->opts->headers, r->strip_credentials };
+	struct wire_h2 wh;
 	const char *why = NULL;
-	size_t nh = json_object_size(r->spec.headers) + json_object_size(r->opts->headers);
 
-	fs.f = xcalloc(nh + 4, sizeof(*fs.f));
-	fs.names = xmalloc(upstream_names_len(r->spec.headers) +
-	    upstream_names_len(r->opts->headers) + 64);
-	if (r->spec.headers != NULL)
-		upstream_h2_caller_fields(r, &fs, r->spec.headers, NULL);
-	if (r->opts->headers != NULL)
-		upstream_h2_caller_fields(r, &fs, r->opts->headers, r->spec.headers);
-	r->decode = !upstream_has_header(r, "accept-encoding");
-	if (r->decode)
-		upstream_field(&fs, "accept-encoding", "gzip, deflate", 13);
-	if (!upstream_has_header(r, "user-agent"))
-		upstream_field(&fs, "user-agent", ua, sizeof(ua) - 1);
-	req.body = r->spec.body;
-	req.bodylen = r->spec.bodylen;
-	if (r->spec.json != NULL) {
-		json = json_dumps(r->spec.json, JSON_COMPACT | JSON_ENCODE_ANY);
-		req.body = json != NULL ? json : "";
-		req.bodylen = strlen(req.body);
-		if (!upstream_has_header(r, "content-type"))
-			upstream_field(&fs, "content-type", "application/json", 16);
-	}
-	if (req.body != NULL || strcmp(r->spec.method, "POST") == 0 ||
-	    strcmp(r->spec.method, "PUT") == 0 || strcmp(r->spec.method, "PATCH") == 0) {
-		snprintf(len, sizeof(len), "%zu", req.bodylen);
-		upstream_field(&fs, "content-length", len, strlen(len));
-	}
-	req.method = r->spec.method;
-	req.scheme = "https";
-	req.authority = r->spec.url.authority;
-	req.path = r->spec.url.target;
-	req.fields = fs.f;
-	req.nfields = fs.n;
-	req.head_request = strcmp(r->spec.method, "HEAD") == 0;
+	r->decode = wire_h2(&wh, &w);
 	upstream_set_state(r, UREQ_HEAD);
-	r->h2s = h2_submit(pool_conn_mux(r->conn), &req, &upstream_h2_stream_cb, r, &why);
-	free(json);
-	free(fs.names);
-	free(fs.f);
+	r->h2s = h2_submit(pool_conn_mux(r->conn), &wh.req, &upstream_h2_stream_cb, r, &why);
+	wire_h2_free(&wh);
 	if (r->h2s == NULL)
 		upstream_end(r, END_UNPROCESSED, KIND_PROTOCOL, "%s", why);
 }
