@@ -182,8 +182,12 @@ batch_pressure(struct batch *b)
 	int paused = batch_unsent(b) > b->conf->output_buffer_bytes;
 
 	if (paused != b->paused) {
+		struct breq *q;
+
 		log_debug("batch %u: %s", b->id, paused ? "caller is slow: pausing" : "resuming");
 		b->paused = paused;
+		TAILQ_FOREACH(q, &b->live, link)
+			upstream_hold(q->u, paused);
 	}
 	sched_set_output(b->sb, paused, b->opts.order_input ? b->next_out : SIZE_MAX);
 }
@@ -559,6 +563,7 @@ batch_dispatch(void *owner, struct sched_req *sr, struct conn *c, int reused)
 		q->b = b;
 		q->sr = sr;
 		q->u = upstream_new(&batch_req_owner, q, &b->opts, index, &spec);
+		upstream_hold(q->u, b->paused);
 		sched_req_set_data(sr, q);
 		TAILQ_INSERT_TAIL(&b->live, q, link);
 	}

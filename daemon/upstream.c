@@ -118,6 +118,8 @@ struct ureq {
 	int decode;			/* we asked for gzip/deflate: decode the body */
 	struct event *skim;		/* body "none": discarding in the kernel */
 	struct h2_stream *h2s;		/* on a multiplexing connection */
+	int hold;			/* the owner's caller is slow: keep the window shut */
+	size_t held;			/* body bytes of h2s taken in but not yet consumed */
 
 	/* Across attempts and hops. */
 	int fresh_retry_done;		/* the one retry on a fresh connection */
@@ -284,6 +286,7 @@ upstream_drop_conn(struct ureq *r, int keep)
 		if (r->h2s != NULL)
 			h2_cancel(r->h2s);
 		r->h2s = NULL;
+		r->held = 0;
 		pool_release(c);
 	} else if (keep && bev != NULL && evbuffer_get_length(bufferevent_get_input(bev)) == 0)
 		pool_release(c);
@@ -1134,8 +1137,23 @@ upstream_h2_data(void *arg, const uint8_t *data, size_t len)
 		return;
 	evbuffer_add(r->raw, data, len);
 	upstream_take_body(r);
-	if (r->state == UREQ_BODY)
+	if (r->state != UREQ_BODY)
+		return;
+	if (r->hold)
+		r->held += len;
+	else
 		h2_consume(r->h2s, len);	/* passed on: the window may open */
+}
+
+void
+upstream_hold(struct ureq *r, int hold)
+{
+	r->hold = hold;
+	if (hold || r->held == 0)
+		return;
+	if (r->h2s != NULL)
+		h2_consume(r->h2s, r->held);
+	r->held = 0;
 }
 
 static void
@@ -1144,6 +1162,7 @@ upstream_h2_close(void *arg, uint32_t error)
 	struct ureq *r = arg;
 
 	r->h2s = NULL;
+	r->held = 0;
 	if (error == 0 && r->state == UREQ_BODY)
 		upstream_body_done(r);
 	else if (error == 0)

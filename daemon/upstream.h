@@ -47,6 +47,11 @@ void upstream_start(struct ureq *r, struct conn *c, int reused);
  * any state of flight; done is called before this returns. */
 void upstream_abort(struct ureq *r, enum kind kind, const char *msg);
 
+/* hold: the owner cannot pass bodies on now (its caller is not reading):
+ * r stops opening its HTTP/2 stream's window, so the server stops sending
+ * after one window; when let go, the window opens by what was held. */
+void upstream_hold(struct ureq *r, int hold);
+
 /* A finished r is freed on the next loop turn, so that no code still on
  * the stack under done finds it gone. */
 void upstream_free(struct ureq *r);

@@ -281,3 +281,23 @@ def test_h2_address_policy(h2d, h2upstreams):
     bs = d.batch([u.url("/ok")])
     assert bs.kinds() == ["blocked"]
     assert u.stats()["connections"] == 0
+
+
+def test_h2_slow_caller_keeps_stream_windows_shut(h2d, h2):
+    # The caller reads nothing: the first result fills the output past
+    # output_buffer_bytes, the batch pauses, and the second stream's window is no
+    # longer opened, so the server stops one window in. Reading resumes it.
+    d = h2d(output_buffer_bytes=65536)
+    n = 8_000_000
+    bs = d.stream([h2.url("/bytes/1000000"), h2.url("/big/%d" % n)],
+                  {"body": "base64", "max_body_bytes": 10_000_000})
+    try:
+        assert h2.wait_for(lambda u: u.count("/big") == 1)
+        big = h2.reqs("/big")[0]
+        assert not h2.wait_for(lambda u: big.bytes_sent >= n, timeout=1.5), big.bytes_sent
+        assert big.outcome == "responding"
+        bs.finish()
+    finally:
+        bs.close()
+    r = bs[1]
+    assert r["status"] == 200 and r["bytes"] == n
