@@ -301,3 +301,31 @@ def test_h2_slow_caller_keeps_stream_windows_shut(h2d, h2):
         bs.close()
     r = bs[1]
     assert r["status"] == 200 and r["bytes"] == n
+
+
+def test_h2_redirect_rules(h2d, h2):
+    d = h2d()
+    bs = d.batch([{"url": h2.url("/redirect/1?code=303"), "method": "POST", "body": "data"},
+                  h2.url("/loop"), h2.url("/redirect/9")], {"follow_redirects": 3})
+    see_other, loop, many = bs.results_by_index
+    assert see_other["status"] == 200 and see_other["body"]["method"] == "GET"
+    assert see_other["body"]["body"] == ""
+    assert loop["error"]["kind"] == "redirects" and "loop" in loop["error"]["message"]
+    assert many["error"]["kind"] == "redirects"
+    assert h2.stats()["connections"] == 1
+
+
+def test_h2_retry_after_is_honoured(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/retry-after/1")], {"retries": 1, "timeout_ms": 5000})
+    r = bs[0]
+    assert r["status"] == 200 and r["attempts"] == 2
+    first, second = h2.reqs("/retry-after")
+    assert second.t_start - first.t_start >= 0.9  # Retry-After: 1 is a floor
+
+
+def test_h2_order_input(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/delay/300"), h2.url("/ok"), h2.url("/delay/100")], {"order": "input"},
+                 ndjson=True)
+    assert [r["index"] for r in bs.arrival] == [0, 1, 2]
