@@ -199,7 +199,7 @@ h2_on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, s
 static void
 h2_head_done(struct h2_session *s, struct h2_stream *st)
 {
-	struct evbuffer *text = evbuffer_new();
+	struct evbuffer *text;
 	struct h1_head head;
 	const char *why = NULL;
 	int rc;
@@ -207,6 +207,7 @@ h2_head_done(struct h2_session *s, struct h2_stream *st)
 	if (st->status >= 100 && st->status < 200)
 		return;
 	st->got_head = 1;
+	text = evbuffer_new();
 	evbuffer_add_printf(text, "HTTP/1.1 %03d \r\n", st->status);
 	evbuffer_add_buffer(text, st->head);
 	evbuffer_add(text, "\r\n", 2);
@@ -227,8 +228,10 @@ h2_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 
 	switch (f->hd.type) {
 	case NGHTTP2_HEADERS:
-		if ((st = h2_stream_of(s, f->hd.stream_id)) != NULL && !st->got_head &&
-		    f->headers.cat != NGHTTP2_HCAT_HEADERS)
+		/* Until the final head, every header block is a response head:
+		 * nghttp2 files the one after a 1xx under HCAT_HEADERS, as it
+		 * does trailers, which come only after the final head. */
+		if ((st = h2_stream_of(s, f->hd.stream_id)) != NULL && !st->got_head)
 			h2_head_done(s, st);
 		break;
 	case NGHTTP2_SETTINGS:

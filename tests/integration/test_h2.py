@@ -329,3 +329,10 @@ def test_h2_order_input(h2d, h2):
     bs = d.batch([h2.url("/delay/300"), h2.url("/ok"), h2.url("/delay/100")], {"order": "input"},
                  ndjson=True)
     assert [r["index"] for r in bs.arrival] == [0, 1, 2]
+
+
+def test_h2_interim_response_is_skipped(h2d, h2):
+    # A 103 before the final head: skipped, and (under ASan) nothing leaks.
+    d = h2d()
+    r = d.batch([h2.url("/status/103")])[0]
+    assert r.get("status") == 200 and r["protocol"] == "h2", r
