@@ -25,7 +25,7 @@ ASAN_OBJS := $(LIB_SRCS:daemon/%.c=build/asan/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/%)
 
 .PHONY: all deps test-deps run test unit integration asan clean bench \
-        install uninstall package package-test modgraph
+        install uninstall package package-test modgraph fuzz fuzz-smoke
 all: fanoutd
 
 deps:
@@ -67,6 +67,41 @@ build/asan/test_upstream: build/asan/upstream.o $(POOL_DEPS) build/asan/dnscache
                           build/asan/policy.o build/asan/conf.o build/asan/h1.o \
                           build/asan/body.o build/asan/jout.o
 
+# Fuzz targets (libFuzzer, clang): one per parser that faces the outside
+# world. `make fuzz-smoke` runs each for FUZZ_SECONDS from its seed corpus
+# (fuzz/corpus/TARGET, copied: new inputs stay in build/); `make test` runs
+# it. Longer: build/fuzz/fuzz_h1 -max_total_time=600 build/fuzz/corpus-fuzz_h1
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -g -O1 $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FUZZ_SECONDS ?= 10
+FUZZ_BINS    := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
+
+build/fuzz/%.o: daemon/%.c daemon/*.h | build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/fuzz_%: fuzz/fuzz_%.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -iquote daemon -o $@ $< \
+	    $(filter %.o,$^) $(LIBS)
+build/fuzz/fuzz_h1: build/fuzz/h1.o build/fuzz/log.o
+build/fuzz/fuzz_url: build/fuzz/url.o build/fuzz/log.o
+build/fuzz/fuzz_intake: build/fuzz/intake.o build/fuzz/conf.o build/fuzz/url.o build/fuzz/policy.o \
+                        build/fuzz/log.o
+build/fuzz/fuzz_h2: build/fuzz/h2.o build/fuzz/h1.o build/fuzz/metrics.o build/fuzz/util.o \
+                    build/fuzz/log.o
+build/fuzz:
+	@mkdir -p $@
+
+fuzz: $(FUZZ_BINS)
+
+fuzz-smoke: fuzz
+	@set -e; for t in $(FUZZ_BINS); do n=$$(basename $$t); rm -rf build/fuzz/corpus-$$n; \
+		cp -R fuzz/corpus/$$n build/fuzz/corpus-$$n; \
+		$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=1024 \
+		    -print_final_stats=1 build/fuzz/corpus-$$n 2>build/fuzz/$$n.log || \
+		    { tail -40 build/fuzz/$$n.log; echo "fuzz: $$n failed"; exit 1; }; \
+		echo "fuzz: $$n: $$(grep -o 'stat::number_of_executed_units: *[0-9]*' build/fuzz/$$n.log | grep -o '[0-9]*$$') runs, no crash"; \
+	done
+
 asan: build/asan/fanoutd
 
 run: deps
@@ -84,7 +119,7 @@ integration: build/asan/fanoutd
 	FANOUTD_BIN=$(CURDIR)/build/asan/fanoutd $(PYTEST) -q -p no:cacheprovider tests/integration
 
 test: test-deps
-	@$(MAKE) --no-print-directory fanoutd modgraph unit integration package-test
+	@$(MAKE) --no-print-directory fanoutd modgraph unit fuzz-smoke integration package-test
 
 bench:
 	@sh scripts/deps.sh bench

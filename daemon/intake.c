@@ -265,13 +265,14 @@ intake_number(const struct intake_opt *row, const json_t *v, const char *name,
 {
 	uint64_t min = row->min, max = row->max;
 	unsigned long long cap = ULLONG_MAX;
-	const char *capp = (const char *)c + row->cap;
 
 	/* Left as they are when the option has no configuration key (retries). */
 	(void)conf_bounds(row->name, &min, &max);
-	if (row->cap != INTAKE_NO_CAP)
+	if (row->cap != INTAKE_NO_CAP) {
+		const char *capp = (const char *)c + row->cap;
 		cap = row->type == INTAKE_SIZE ? *(const size_t *)(const void *)capp :
 		    *(const unsigned *)(const void *)capp;
+	}
 	return intake_uint(v, name, min, max, cap, out, why, whylen);
 }
 

@@ -59,6 +59,8 @@ log_to_journal(void)
 	return known;
 }
 
+static void log_vmsg(int level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 static void
 log_vmsg(int level, const char *fmt, va_list ap)
 {

@@ -11,7 +11,7 @@
 set -eu
 
 build="make gcc libc6-dev pkg-config libevent-dev libjansson-dev libssl-dev libsystemd-dev zlib1g-dev libnghttp2-dev ca-certificates"
-test="python3 python3-pytest python3-h2 nghttp2-client nginx dnsmasq curl openssl"
+test="python3 python3-pytest python3-h2 nghttp2-client nginx dnsmasq curl openssl clang libclang-rt-14-dev"
 package="build-essential dpkg-dev debhelper lintian man-db groff-base mandoc systemd procps"
 bench="nginx libnginx-mod-http-echo wrk curl python3-aiohttp time valgrind tcpdump"
 
