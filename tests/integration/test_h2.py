@@ -336,3 +336,22 @@ def test_h2_interim_response_is_skipped(h2d, h2):
     d = h2d()
     r = d.batch([h2.url("/status/103")])[0]
     assert r.get("status") == 200 and r["protocol"] == "h2", r
+
+
+@pytest.mark.parametrize("cert,why", [("expired", "certificate has expired"),
+                                      ("other", "hostname mismatch")])
+def test_h2_tls_is_verified(h2d, h2upstreams, cert, why):
+    (u,) = h2upstreams(1, cert=cert)
+    d = h2d()
+    bs = d.batch([u.url("/ok", host="a.test")])
+    err = bs[0]["error"]
+    assert err["kind"] == "tls" and why in err["message"], err
+    assert u.count() == 0
+
+
+def test_h2_connection_reset_and_goaway_with_an_error(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/close?rst=1")])
+    assert bs[0]["error"]["kind"] == "protocol" and "connection" in bs[0]["error"]["message"]
+    bs = d.batch([h2.url("/goaway?code=INTERNAL_ERROR"), h2.url("/ok?after")])
+    assert [r["status"] for r in bs.results_by_index] == [200, 200]  # not processed: sent again
