@@ -65,6 +65,7 @@ struct batch {
 	int intake_done;
 	int complete;			/* 0 once cut short */
 	int paused;			/* dispatching stopped: the caller is slow */
+	int hold;			/* bodies held: the caller is not reading */
 	int finishing;			/* summary written */
 	int released;			/* free scheduled */
 	char caller[64];
@@ -179,15 +180,21 @@ batch_unsent(struct batch *b)
 static void
 batch_pressure(struct batch *b)
 {
-	int paused = batch_unsent(b) > b->conf->output_buffer_bytes;
+	size_t unsent = batch_unsent(b);
+	int paused = unsent > b->conf->output_buffer_bytes;
+	/* Results waiting for their turn (order "input") do not hold bodies
+	 * back: the one they wait for may be among those held. */
+	int hold = unsent - b->slot_bytes > b->conf->output_buffer_bytes;
 
-	if (paused != b->paused) {
+	if (paused != b->paused)
+		log_debug("batch %u: %s", b->id, paused ? "caller is slow: pausing" : "resuming");
+	b->paused = paused;
+	if (hold != b->hold) {
 		struct breq *q;
 
-		log_debug("batch %u: %s", b->id, paused ? "caller is slow: pausing" : "resuming");
-		b->paused = paused;
+		b->hold = hold;
 		TAILQ_FOREACH(q, &b->live, link)
-			upstream_hold(q->u, paused);
+			upstream_hold(q->u, hold);
 	}
 	sched_set_output(b->sb, paused, b->opts.order_input ? b->next_out : SIZE_MAX);
 }
@@ -563,7 +570,7 @@ batch_dispatch(void *owner, struct sched_req *sr, struct conn *c, int reused)
 		q->b = b;
 		q->sr = sr;
 		q->u = upstream_new(&batch_req_owner, q, &b->opts, index, &spec);
-		upstream_hold(q->u, b->paused);
+		upstream_hold(q->u, b->hold);
 		sched_req_set_data(sr, q);
 		TAILQ_INSERT_TAIL(&b->live, q, link);
 	}

@@ -38,6 +38,9 @@ struct h2_stream {
 	int status;
 	int head_request;
 	int got_head;
+	int ended;			/* END_STREAM from the server */
+	int head_too_big;		/* we reset it: over max_header_bytes */
+	size_t unconsumed;		/* body bytes delivered, not yet consumed */
 	TAILQ_ENTRY(h2_stream) link;
 };
 
@@ -60,7 +63,11 @@ static void h2_event(struct bufferevent *bev, short what, void *arg);
 const char *
 h2_error_name(uint32_t error)
 {
-	return error == H2_CONN_LOST ? "connection lost" : nghttp2_http2_strerror(error);
+	if (error == H2_CONN_LOST)
+		return "connection lost";
+	if (error == H2_CUT)
+		return "NO_ERROR before the end of the response";
+	return nghttp2_http2_strerror(error);
 }
 
 static void
@@ -97,7 +104,7 @@ h2_free_now(struct h2_session *s)
 static void
 h2_die(struct h2_session *s)
 {
-	if (s->dead)
+	if (s->dead || s->freeing)
 		return;
 	s->dead = 1;
 	s->cb->on_dead(s->arg);
@@ -134,7 +141,10 @@ h2_flush(struct h2_session *s)
 		h2_lose_streams(s);
 		h2_die(s);
 	} else if (!nghttp2_session_want_read(s->ng) && !nghttp2_session_want_write(s->ng)) {
-		h2_die(s);	/* a GOAWAY ended it and nothing is left to do */
+		/* A GOAWAY (the server's, or ours for its protocol error) ended
+		 * it: nothing more will come for the streams it still has. */
+		h2_die(s);
+		h2_lose_streams(s);
 	}
 }
 
@@ -147,10 +157,13 @@ h2_leave(struct h2_session *s)
 		h2_free_now(s);
 }
 
+/* The stream of id, or NULL: none, or the owner let go of the session
+ * from inside one of its callbacks (nothing of the owner's may be reached
+ * any more, while nghttp2 parses the rest of the input). */
 static struct h2_stream *
 h2_stream_of(struct h2_session *s, int32_t id)
 {
-	return id > 0 ? nghttp2_session_get_stream_user_data(s->ng, id) : NULL;
+	return id > 0 && !s->freeing ? nghttp2_session_get_stream_user_data(s->ng, id) : NULL;
 }
 
 static int
@@ -185,8 +198,10 @@ h2_on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, s
 	}
 	if (namelen > 0 && name[0] == ':')
 		return 0;
-	if (evbuffer_get_length(st->head) + namelen + valuelen + 4 > s->max_header_bytes)
+	if (evbuffer_get_length(st->head) + namelen + valuelen + 4 > s->max_header_bytes) {
+		st->head_too_big = 1;
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* resets the stream */
+	}
 	evbuffer_add(st->head, name, namelen);
 	evbuffer_add(st->head, ": ", 2);
 	evbuffer_add(st->head, value, valuelen);
@@ -226,6 +241,10 @@ h2_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 	struct h2_session *s = arg;
 	struct h2_stream *st;
 
+	if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    (st = h2_stream_of(s, f->hd.stream_id)) != NULL)
+		st->ended = 1;
 	switch (f->hd.type) {
 	case NGHTTP2_HEADERS:
 		/* Until the final head, every header block is a response head:
@@ -235,7 +254,7 @@ h2_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 			h2_head_done(s, st);
 		break;
 	case NGHTTP2_SETTINGS:
-		if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+		if (!(f->hd.flags & NGHTTP2_FLAG_ACK) && !s->freeing) {
 			uint32_t n = nghttp2_session_get_remote_settings(ng,
 			    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 			s->cb->on_room(s->arg, n < s->max_streams ? n : s->max_streams);
@@ -264,9 +283,19 @@ h2_on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, 
 		nghttp2_session_consume_connection(ng, len);
 		return 0;
 	}
-	metrics.bytes_in += len;
+	st->unconsumed += len;
 	st->cb->on_data(st->arg, data, len);
 	return 0;
+}
+
+/* What a stream took in and its owner never consumed still holds the
+ * connection's window: give it back as the stream goes. */
+static void
+h2_give_back(struct h2_stream *st)
+{
+	if (st->unconsumed > 0)
+		nghttp2_session_consume_connection(st->s->ng, st->unconsumed);
+	st->unconsumed = 0;
 }
 
 static int
@@ -278,6 +307,11 @@ h2_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error, void *arg)
 
 	if (st == NULL)
 		return 0;
+	if (st->head_too_big)
+		error = H2_HEAD_TOO_BIG;
+	else if (error == 0 && !st->ended)
+		error = H2_CUT;	/* RST_STREAM(NO_ERROR) before the end */
+	h2_give_back(st);
 	nghttp2_session_set_stream_user_data(ng, id, NULL);
 	cb = st->cb;
 	sarg = st->arg;
@@ -476,6 +510,7 @@ h2_consume(struct h2_stream *st, size_t n)
 
 	h2_enter(s);
 	nghttp2_session_consume(s->ng, st->id, n);
+	st->unconsumed -= n < st->unconsumed ? n : st->unconsumed;
 	h2_leave(s);
 }
 
@@ -485,6 +520,7 @@ h2_cancel(struct h2_stream *st)
 	struct h2_session *s = st->s;
 
 	h2_enter(s);
+	h2_give_back(st);
 	nghttp2_session_set_stream_user_data(s->ng, st->id, NULL);
 	nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
 	h2_stream_free(st);

@@ -17,8 +17,11 @@ struct h1_head;
 struct h2_session;
 struct h2_stream;
 
-/* Not an HTTP/2 error code: the connection went away under the stream. */
+/* Not HTTP/2 error codes: the connection went away under the stream; the
+ * stream was reset with NO_ERROR before the end of its response. */
 #define H2_CONN_LOST 0x100u
+#define H2_CUT 0x101u
+#define H2_HEAD_TOO_BIG 0x102u	/* reset by us: the head passed max_header_bytes */
 
 struct h2_field {
 	const char *name;	/* lower case */

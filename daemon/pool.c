@@ -625,6 +625,10 @@ pool_mux_release(struct conn *c)
 		pool_tell_origin(o);
 		return;
 	}
+	if (!c->settled) {	/* no SETTINGS yet: kept, it would hold its origin back */
+		pool_close(c);
+		return;
+	}
 	if (!pool_keep_idle(c))
 		return;
 	if (c->timer == NULL)

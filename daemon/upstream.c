@@ -1175,6 +1175,9 @@ upstream_h2_close(void *arg, uint32_t error)
 		    "connection closed before any response");
 	else if (error == H2_CONN_LOST)
 		upstream_end(r, END_FAILED, KIND_PROTOCOL, "connection closed inside the response");
+	else if (error == H2_HEAD_TOO_BIG)
+		upstream_end(r, END_FAILED, KIND_PROTOCOL, "response header block over %zu bytes",
+		    r->opts->max_header_bytes);
 	else
 		upstream_end(r, END_FAILED, KIND_PROTOCOL, "stream reset by server: %s",
 		    h2_error_name(error));

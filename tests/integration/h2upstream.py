@@ -67,6 +67,8 @@ HTTP/2 behaviours:
                          passed. Later hits (a client sending it again): 200 "ok after K\\n"
   /goaway-after          200 "ok\\n", then GOAWAY(NO_ERROR, last_stream_id = this id): newer
                          streams must go elsewhere; the connection then closes the same way
+  /goaway-settings       200, then [ms=300] later GOAWAY(last = this id) and SETTINGS in one write
+  /protoerr              a connection error (WINDOW_UPDATE 0 on stream 0), the socket left open
   /stall                 200 headers, then nothing (until the peer resets, the server closes,
                          or release_all)
   /close                 closes the TCP connection at once, without GOAWAY or close_notify
@@ -141,7 +143,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 import tls_support
 from headers import HeaderLookup
@@ -1277,6 +1279,28 @@ class _Session:
         grace = int(req.query.get("grace", 100)) / 1000.0
         st.on_end.append(lambda: self.send_goaway(ErrorCodes.NO_ERROR, st.sid, grace))
         self.respond(st, 200, b"ok\n", [("content-type", "text/plain")])
+
+    def r_goaway_settings(self, st, req, arg):
+        """200, then [ms=300] later GOAWAY(NO_ERROR, last = this id) and a SETTINGS in one write."""
+        ms = int(req.query.get("ms", 300))
+        self.respond(st, 200, b"ok\n", [("content-type", "text/plain")])
+
+        def later():
+            g = GoAwayFrame(0)
+            g.last_stream_id = st.sid
+            g.error_code = 0
+            f = SettingsFrame(0)
+            f.settings = {SettingsFrame.MAX_CONCURRENT_STREAMS: 7}
+            self.out += g.serialize() + f.serialize()
+            self.goaway_last = st.sid
+            self.close_after = time.monotonic() + 5
+        self.later(None, ms / 1000.0, later)
+
+    def r_protoerr(self, st, req, arg):
+        """A connection error (WINDOW_UPDATE of 0 on stream 0); the socket stays open."""
+        self.out += self.h2.data_to_send()
+        self.out += struct.pack(">I", 4)[1:] + bytes([8, 0]) + struct.pack(">I", 0) * 2
+        self.hold(st)
 
     def r_stall(self, st, req, arg):
         if self.hold(st):

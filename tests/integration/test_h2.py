@@ -250,7 +250,7 @@ def test_h2_decoding_and_body_modes(h2d, h2):
 def test_h2_header_block_over_max_header_bytes(h2d, h2):
     d = h2d(max_header_bytes=4096)
     bs = d.batch([h2.url("/bigheader/8000"), h2.url("/bigheader/1000")])
-    assert bs[0]["error"]["kind"] == "protocol", bs[0]
+    assert bs[0]["error"] == {"kind": "protocol", "message": "response header block over 4096 bytes"}
     assert bs[1]["status"] == 200 and len(bs[1]["headers"]["x-big"]) == 1000
 
 
@@ -355,3 +355,50 @@ def test_h2_connection_reset_and_goaway_with_an_error(h2d, h2):
     assert bs[0]["error"]["kind"] == "protocol" and "connection" in bs[0]["error"]["message"]
     bs = d.batch([h2.url("/goaway?code=INTERNAL_ERROR"), h2.url("/ok?after")])
     assert [r["status"] for r in bs.results_by_index] == [200, 200]  # not processed: sent again
+
+
+# --- hostile and broken servers (found by review) -----------------------------------
+
+def test_h2_settings_after_goaway_on_an_idle_connection(h2d, h2):
+    # The GOAWAY closes the idle connection from inside the session's read; the
+    # SETTINGS behind it in the same read must not reach it (was a use-after-free).
+    d = h2d()
+    assert d.batch([h2.url("/goaway-settings?ms=200")])[0]["status"] == 200
+    assert h2.wait_for(lambda u: u.stats()["closed_conns"] == 1)  # the daemon let it go
+    assert d.batch([h2.url("/ok?after")])[0]["status"] == 200
+
+
+def test_h2_protocol_error_ends_the_streams_at_once(h2d, h2):
+    d = h2d()
+    r = d.batch([h2.url("/protoerr")], {"timeout_ms": 4000})[0]
+    assert r["error"]["kind"] == "protocol" and r["timing"]["total_ms"] < 2000, r
+
+
+def test_h2_reset_with_no_error_before_the_end_is_not_a_response(h2d, h2):
+    d = h2d()
+    bs = d.batch([h2.url("/rst?code=NO_ERROR&after=data"), h2.url("/rst?code=NO_ERROR&after=headers")])
+    for r in bs.results_by_index:
+        assert r["error"]["kind"] == "protocol" and "NO_ERROR before the end" in r["error"]["message"], r
+
+
+def test_h2_order_input_does_not_hold_the_awaited_stream(h2d, h2):
+    # Later results wait in slots; the one they wait for must not be held back.
+    d = h2d(output_buffer_bytes=65536)
+    urls = [h2.url("/big/2000000")] + [h2.url("/bytes/100000?i=%d" % i) for i in range(5)]
+    bs = d.batch(urls, {"order": "input", "timeout_ms": 3000, "body": "base64",
+                        "max_body_bytes": 5_000_000})
+    assert bs.kinds() == [None] * 6
+
+
+def test_h2_connection_window_survives_bodies_over_the_cap(h2d, h2):
+    # Each too_large stream leaves bytes taken in but never passed on; they must go
+    # back to the connection's window, or 16 MiB of them wedge the connection.
+    d = h2d()
+    bs = d.batch([h2.url("/bytes/60000?i=%d" % i) for i in range(600)],
+                 {"max_body_bytes": 1000, "concurrency": 50, "per_host": 1, "body": "none",
+                  "timeout_ms": 3000})
+    assert bs.kinds() == ["too_large"] * 600
+    assert d.batch([h2.url("/bytes/100")])[0]["status"] == 200
+    assert h2.stats()["connections"] == 1
+    m = d.metrics()
+    assert m["fanoutd_upstream_bytes_in_total"] < 60000 * 600 * 1.1  # counted once
