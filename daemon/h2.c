@@ -27,6 +27,11 @@
 
 #define H2_STREAM_WINDOW (256 * 1024)		/* a stream's receive window */
 #define H2_CONN_WINDOW (16 * 1024 * 1024)	/* the connection's */
+/* Frames waiting for the socket before nghttp2 is asked for more. Past it,
+ * what the server provokes (PING and SETTINGS acknowledgements) stays in
+ * nghttp2's queue, whose flood limit then ends the connection, instead of
+ * growing our buffer for as long as the server does not read. */
+#define H2_OUT_MAX (256 * 1024)
 
 struct h2_stream {
 	struct h2_session *s;
@@ -58,6 +63,7 @@ struct h2_session {
 };
 
 static void h2_read(struct bufferevent *bev, void *arg);
+static void h2_write(struct bufferevent *bev, void *arg);
 static void h2_event(struct bufferevent *bev, short what, void *arg);
 
 const char *
@@ -132,9 +138,11 @@ h2_flush(struct h2_session *s)
 {
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	const uint8_t *data;
-	ssize_t n;
+	ssize_t n = 0;
 
-	while ((n = nghttp2_session_mem_send(s->ng, &data)) > 0)
+	/* The rest goes when the socket has taken this (h2_write). */
+	while (evbuffer_get_length(out) < H2_OUT_MAX &&
+	    (n = nghttp2_session_mem_send(s->ng, &data)) > 0)
 		evbuffer_add(out, data, (size_t)n);
 	if (n < 0) {
 		log_debug("h2: send: %s", nghttp2_strerror((int)n));
@@ -370,7 +378,7 @@ h2_session_new(struct bufferevent *bev, const struct h2_session_cb *cb, void *ar
 	TAILQ_INIT(&s->streams);
 	nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
 	nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
-	bufferevent_setcb(bev, h2_read, NULL, h2_event, s);
+	bufferevent_setcb(bev, h2_read, h2_write, h2_event, s);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	/* The handshake may have brought the server's first frames (its
 	 * SETTINGS): read them once the caller has the session in place. */
@@ -414,6 +422,15 @@ h2_read(struct bufferevent *bev, void *arg)
 		h2_die(s);
 	}
 	h2_leave(s);
+}
+
+/* The socket took what was waiting: nghttp2 may have more to send. */
+static void
+h2_write(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	h2_enter(arg);
+	h2_leave(arg);
 }
 
 static void
