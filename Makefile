@@ -60,7 +60,8 @@ build/asan/test_dnscache: build/asan/dnscache.o build/asan/map.o build/asan/metr
 POOL_DEPS := build/asan/pool.o build/asan/tls.o build/asan/url.o build/asan/map.o \
              build/asan/metrics.o build/asan/util.o build/asan/log.o
 build/asan/test_pool: $(POOL_DEPS)
-build/asan/test_sched: build/asan/sched.o $(POOL_DEPS)
+build/asan/test_sched: build/asan/sched.o build/asan/throttle.o build/asan/conf.o $(POOL_DEPS)
+build/asan/test_throttle: build/asan/throttle.o
 build/asan/test_wire: build/asan/wire.o build/asan/jout.o build/asan/url.o build/asan/util.o build/asan/log.o
 build/asan/test_upstream: build/asan/upstream.o $(POOL_DEPS) build/asan/dnscache.o build/asan/h2.o \
                           build/asan/wire.o \

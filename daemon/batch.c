@@ -543,9 +543,27 @@ batch_req_done(void *arg, const struct report *rep)
 	free(q);
 }
 
+static int
+batch_req_response(void *arg, int status, int64_t retry_after_us)
+{
+	struct breq *q = arg;
+
+	return sched_response(q->sr, status, retry_after_us);
+}
+
+static uint64_t
+batch_req_throttled(void *arg)
+{
+	struct breq *q = arg;
+
+	return sched_req_throttled_us(q->sr);
+}
+
 static const struct upstream_owner batch_req_owner = {
 	.requeue = batch_req_requeue,
 	.released = batch_req_released,
+	.response = batch_req_response,
+	.throttled = batch_req_throttled,
 	.done = batch_req_done,
 };
 
@@ -654,8 +672,13 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls, char *why
 	if (b->opts.order_input)
 		b->slots = xcalloc(b->n, sizeof(*b->slots));
 	batch_caller_name(b);
-	b->sb = sched_batch_new(batch_dispatch, b, b->opts.concurrency, b->opts.per_host,
-	    b->opts.http2);
+	b->sb = sched_batch_new(batch_dispatch, b, &(struct sched_limits){
+		.concurrency = b->opts.concurrency,
+		.per_host = b->opts.per_host,
+		.mux = b->opts.http2,
+		.rate = b->opts.rate_per_host,
+		.burst = b->opts.rate_burst,
+	});
 	TAILQ_INSERT_TAIL(&bs.all, b, link);
 	bs.count++;
 	metrics.batches_total++;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -36,6 +37,7 @@ enum conf_type {
 	CONF_T_STRING,		/* char *, NULL when unset */
 	CONF_T_LISTEN,		/* char *[], repeatable */
 	CONF_T_CIDR,		/* struct conf_cidr [], repeatable */
+	CONF_T_RATE,		/* struct conf_rate [], repeatable */
 };
 
 struct conf_key {
@@ -60,6 +62,8 @@ struct conf_type_ops {
 };
 
 static int conf_dns_server_valid(const char *, const char **);
+static int conf_port_valid(const char *);
+static int conf_copy_host(char *, const char *, size_t);
 static int conf_file_valid(const char *, const char **);
 
 /* _Generic refuses to compile a row whose field does not have the C type the
@@ -117,6 +121,10 @@ static const struct conf_key conf_keys[] = {
 	/* v1.1: HTTP/2 upstreams. */
 	CONF_UINT(http2, 1, 0, 1),
 	CONF_UINT(max_streams, 100, 1, 1000),
+	/* v1.1: rate limits and origin backoff. */
+	CONF_LIST(rate_limit, CONF_T_RATE, struct conf_rate *, nrate_limit, CONF_MAX_RATE, NULL),
+	CONF_UINT(backoff, 1, 0, 1),
+	CONF_UINT(max_backoff_s, 300, 1, S_DAY),
 };
 
 #define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -378,12 +386,240 @@ conf_clear_cidr(struct conf *c, const struct conf_key *k)
 	*conf_count(c, k) = 0;
 }
 
-/* A list's default is at most one entry, the row's sdef. */
+/*
+ * Rate limits: "ORIGIN RATE [BURST]".
+ */
+
+#define CONF_RATE_MAX 1000000	/* requests a second, and burst */
+
+/* A host name as url.c would keep it: lower case letters, digits, "-" and
+ * non-empty labels. */
+static int
+conf_hostname_valid(char *h)
+{
+	size_t len = strlen(h);
+
+	if (len == 0 || len > 253 || h[0] == '.' || h[len - 1] == '.' || strstr(h, "..") != NULL)
+		return 0;
+	for (char *p = h; *p != '\0'; p++) {
+		*p = (char)tolower((unsigned char)*p);
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.')
+			return 0;
+	}
+	return 1;
+}
+
+/* "[V6]" (with *rest after it) or a name or IPv4 up to ":" or the end;
+ * host (256 bytes) gets it in url.c's form. */
+static int
+conf_rate_host(const char *s, char *host, const char **rest, const char **why)
+{
+	struct in6_addr a6;
+	size_t len;
+
+	if (*s == '[') {
+		const char *end = strchr(s, ']');
+		if (end == NULL || conf_copy_host(host, s + 1, (size_t)(end - s - 1)) == -1 ||
+		    inet_pton(AF_INET6, host, &a6) != 1) {
+			*why = "not an IPv6 address inside \"[]\"";
+			return -1;
+		}
+		inet_ntop(AF_INET6, &a6, host, INET6_ADDRSTRLEN + 1);
+		*rest = end + 1;
+		return 0;
+	}
+	len = strcspn(s, ":/");
+	if (len > 255) {
+		*why = "host name too long";
+		return -1;
+	}
+	memcpy(host, s, len);
+	host[len] = '\0';
+	*rest = s + len;
+	if (strncmp(host, "*.", 2) == 0 ? !conf_hostname_valid(host + 2) : !conf_hostname_valid(host)) {
+		*why = "not a host name, IPv4 address, [IPv6] or *.domain";
+		return -1;
+	}
+	return 0;
+}
+
+/* An origin, scheme://host[:port] or scheme://[v6][:port], or a pattern,
+ * with "*.domain" for the host; a port left out is the scheme's. Nothing
+ * may follow but one "/". */
+static int
+conf_rate_origin(const char *s, struct conf_rate *r, const char **why)
+{
+	char host[256];
+	const char *rest;
+
+	if (strncasecmp(s, "http://", 7) == 0)
+		s += 7;
+	else if (strncasecmp(s, "https://", 8) == 0) {
+		r->https = 1;
+		s += 8;
+	} else {
+		*why = "origin must start with http:// or https://";
+		return -1;
+	}
+	if (conf_rate_host(s, host, &rest, why) == -1)
+		return -1;
+	r->port = r->https ? 443 : 80;
+	if (*rest == ':') {
+		char port[8];
+		size_t n = strcspn(rest + 1, "/");
+		if (n == 0 || n >= sizeof(port)) {
+			*why = "port must be a number between 1 and 65535";
+			return -1;
+		}
+		memcpy(port, rest + 1, n);
+		port[n] = '\0';
+		if (!conf_port_valid(port)) {
+			*why = "port must be a number between 1 and 65535";
+			return -1;
+		}
+		r->port = (uint16_t)atoi(port);
+		rest += 1 + n;
+	}
+	if (strcmp(rest, "") != 0 && strcmp(rest, "/") != 0) {
+		*why = "an origin has no path, query or user";
+		return -1;
+	}
+	r->wildcard = host[0] == '*';
+	r->host = strdup(r->wildcard ? host + 2 : host);
+	if (r->host == NULL) {
+		*why = "out of memory";
+		return -1;
+	}
+	return 0;
+}
+
+/* A rate: decimal digits with at most one ".", nothing else (no sign,
+ * exponent, "inf" or hex that strtod would take). */
+static int
+conf_rate_number(const char *s, double *out)
+{
+	size_t digits = strspn(s, "0123456789.");
+	const char *dot = strchr(s, '.');
+
+	if (digits == 0 || s[digits] != '\0' || (dot != NULL && strchr(dot + 1, '.') != NULL) ||
+	    strcmp(s, ".") == 0)
+		return -1;
+	*out = strtod(s, NULL);
+	return 0;
+}
+
+static int
+conf_rate_same(const struct conf_rate *a, const struct conf_rate *b)
+{
+	return a->https == b->https && a->wildcard == b->wildcard && a->port == b->port &&
+	    strcmp(a->host, b->host) == 0;
+}
+
+/* Splits "ORIGIN RATE [BURST]" and checks each part into r. */
+static int
+conf_rate_parse(const char *v, struct conf_rate *r, char *err, size_t errlen)
+{
+	char buf[CONF_LINE_MAX + 1], q[CONF_QUOTE_MAX], *f[4], *save = NULL;
+	const char *why;
+	uint64_t burst = 1;
+	size_t n = 0;
+
+	snprintf(buf, sizeof(buf), "%s", v);
+	for (char *t = strtok_r(buf, " \t", &save); t != NULL; t = strtok_r(NULL, " \t", &save))
+		f[n < 4 ? n++ : 3] = t;
+	if (n < 2 || n > 3) {
+		snprintf(err, errlen, "rate_limit: expected \"ORIGIN RATE [BURST]\"");
+		return -1;
+	}
+	if (conf_rate_number(f[1], &r->rate) == -1 || !(r->rate > 0) || r->rate > CONF_RATE_MAX) {
+		snprintf(err, errlen, "rate_limit: rate \"%s\" must be a number above 0 and at most %d",
+		    conf_quote(q, f[1]), CONF_RATE_MAX);
+		return -1;
+	}
+	if (n == 3 && (conf_parse_u64(f[2], 0, &burst) != 0 || burst < 1 || burst > CONF_RATE_MAX)) {
+		snprintf(err, errlen, "rate_limit: burst \"%s\" must be between 1 and %d",
+		    conf_quote(q, f[2]), CONF_RATE_MAX);
+		return -1;
+	}
+	r->burst = (unsigned)burst;
+	if (conf_rate_origin(f[0], r, &why) == -1) {
+		snprintf(err, errlen, "rate_limit: \"%s\": %s", conf_quote(q, f[0]), why);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+conf_add_rate(struct conf *c, const struct conf_key *k, const char *v, char *err, size_t errlen)
+{
+	struct conf_rate *list = conf_field(c, k), r;
+	size_t *n = conf_count(c, k);
+
+	memset(&r, 0, sizeof(r));
+	if (conf_list_full(c, k, err, errlen) || conf_rate_parse(v, &r, err, errlen) == -1)
+		return -1;
+	for (size_t i = 0; i < *n; i++) {
+		if (conf_rate_same(&list[i], &r)) {
+			snprintf(err, errlen, "rate_limit: a limit for this origin is already set");
+			free(r.host);
+			return -1;
+		}
+	}
+	list[(*n)++] = r;
+	return 0;
+}
+
+static void
+conf_clear_rate(struct conf *c, const struct conf_key *k)
+{
+	struct conf_rate *list = conf_field(c, k);
+	size_t *n = conf_count(c, k);
+
+	for (size_t i = 0; i < *n; i++) {
+		free(list[i].host);
+		list[i].host = NULL;
+	}
+	*n = 0;
+}
+
+/* Whether host is strictly below domain. */
+static int
+conf_below(const char *host, const char *domain)
+{
+	size_t h = strlen(host), d = strlen(domain);
+
+	return h > d + 1 && host[h - d - 1] == '.' && strcmp(host + h - d, domain) == 0;
+}
+
+const struct conf_rate *
+conf_rate_find(const struct conf *c, int https, const char *host, uint16_t port)
+{
+	const struct conf_rate *best = NULL;
+
+	for (size_t i = 0; i < c->nrate_limit; i++) {
+		const struct conf_rate *r = &c->rate_limit[i];
+		if (r->https != https || r->port != port)
+			continue;
+		if (!r->wildcard && strcmp(r->host, host) == 0)
+			return r;
+		if (r->wildcard && conf_below(host, r->host) &&
+		    (best == NULL || strlen(r->host) > strlen(best->host)))
+			best = r;
+	}
+	return best;
+}
+
+/* A list's default is at most one entry, the row's sdef (listeners and
+ * ranges; rate limits have none). */
 static int
 conf_reset_list(struct conf *c, const struct conf_key *k)
 {
 	char err[CONF_ERR_MAX];
 
+	if (k->type == CONF_T_RATE) {
+		conf_clear_rate(c, k);
+		return 0;
+	}
 	if (k->type == CONF_T_LISTEN)
 		conf_clear_listen(c, k);
 	else
@@ -402,6 +638,7 @@ static const struct conf_type_ops conf_types[] = {
 	[CONF_T_STRING] = { 0, conf_set_string, conf_reset_string, conf_clear_string },
 	[CONF_T_LISTEN] = { 1, conf_add_listen, conf_reset_list, conf_clear_listen },
 	[CONF_T_CIDR] = { 1, conf_add_cidr, conf_reset_list, conf_clear_cidr },
+	[CONF_T_RATE] = { 1, conf_add_rate, conf_reset_list, conf_clear_rate },
 };
 
 /*

@@ -10,6 +10,18 @@
 
 #define CONF_MAX_LISTEN 16
 #define CONF_MAX_CIDR 256
+#define CONF_MAX_RATE 256
+
+/* One rate_limit line: requests a second that may start to an origin, or
+ * to each origin below a domain, shared by every batch. */
+struct conf_rate {
+	int https;
+	int wildcard;		/* host is a domain: each origin strictly below it */
+	char *host;		/* lower case; IPv6 without brackets, as url.c keeps it */
+	uint16_t port;		/* explicit or the scheme's default */
+	double rate;		/* per second, > 0 */
+	unsigned burst;		/* >= 1 */
+};
 
 struct conf_cidr {
 	int family;		/* AF_INET or AF_INET6 */
@@ -57,6 +69,10 @@ struct conf {
 	/* v1.1 additions. */
 	unsigned http2;			/* 1: offer h2 by ALPN to https:// origins */
 	unsigned max_streams;		/* requests at once on one HTTP/2 connection */
+	struct conf_rate rate_limit[CONF_MAX_RATE];
+	size_t nrate_limit;
+	unsigned backoff;		/* 1: a 429 (or a 503 with Retry-After) pauses its origin */
+	unsigned max_backoff_s;		/* the longest such pause */
 };
 
 /* A snapshot holding every default. */
@@ -80,6 +96,11 @@ int conf_same_listen(const struct conf *a, const struct conf *b);
  * A batch option of the same name takes them, so that the file and a batch
  * accept the same range. */
 int conf_bounds(const char *name, uint64_t *min, uint64_t *max);
+
+/* The rate_limit line for an origin: its exact origin's, else the one of
+ * the longest domain above host; NULL when none. */
+const struct conf_rate *conf_rate_find(const struct conf *c, int https, const char *host,
+    uint16_t port);
 
 int conf_cidr_parse(const char *s, struct conf_cidr *out, const char **why);
 

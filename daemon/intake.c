@@ -17,6 +17,7 @@
 #include "intake.h"
 
 #define INTAKE_MAX_RETRIES 10
+#define INTAKE_MAX_RATE 1000000	/* rate_per_host and rate_burst, as rate_limit's */
 #define INTAKE_MAX_HEADER_VALUE 8192
 
 int
@@ -136,6 +137,7 @@ intake_defaults(const struct conf *c, struct bopts *o)
 	o->follow_redirects = c->follow_redirects;
 	o->include_headers = 1;
 	o->http2 = c->http2 != 0;
+	o->rate_burst = 1;
 	o->conf = c;
 }
 
@@ -198,11 +200,27 @@ intake_set_http2(const json_t *v, const char *name, struct bopts *o, char *why, 
 	return 0;
 }
 
+/* Requests a second: any JSON number above 0 and up to the configuration's
+ * own bound for rate_limit. */
+static int
+intake_set_rate(const json_t *v, const char *name, struct bopts *o, char *why, size_t whylen)
+{
+	double r = json_number_value(v);
+
+	if (!json_is_number(v) || !(r > 0) || r > INTAKE_MAX_RATE) {
+		snprintf(why, whylen, "%s: must be a number above 0 and at most %d", name,
+		    INTAKE_MAX_RATE);
+		return -1;
+	}
+	o->rate_per_host = r;
+	return 0;
+}
+
 /*
  * The options table, in the shape of conf.c's: a row per option. A numeric
  * option takes the bounds of the configuration key of the same name
  * (conf_bounds), so that the file and a batch accept one range; only
- * `retries`, which has no key, carries its own. `cap` names the
+ * `retries` and `rate_burst`, which have no key, carry their own. `cap` names the
  * configuration field that is the option's ceiling; the others are set by
  * their row's function.
  */
@@ -239,6 +257,8 @@ static const struct intake_opt intake_opts[] = {
 	OPT_SIZE(max_body_bytes, max_body_bytes),
 	OPT_UINT(follow_redirects, follow_redirects),
 	OPT_OWN(retries, 0, INTAKE_MAX_RETRIES),
+	OPT_SET(rate_per_host, intake_set_rate),
+	OPT_OWN(rate_burst, 1, INTAKE_MAX_RATE),
 	OPT_SET(headers, intake_set_headers),
 	OPT_SET(body, intake_set_body),
 	OPT_SET(order, intake_set_order),

@@ -156,6 +156,7 @@ main_reload(void)
 	 * keep the snapshot they started with. */
 	api_set_conf(c, tls);
 	pool_reload(main_fd_budget(c), c->max_per_host, c->idle_timeout_s);
+	sched_configure(c);
 	evhttp_set_max_body_size(m.http, (ev_ssize_t)c->max_request_bytes);
 	log_level = m.verbose ? LOG_LEVEL_DEBUG : c->log_level;
 	conf_unref(m.conf);
@@ -257,6 +258,7 @@ main_setup(void)
 		fatal("%s", why);
 	pool_init(m.base, main_fd_budget(m.conf), m.conf->max_per_host, m.conf->idle_timeout_s);
 	sched_init(m.base);
+	sched_configure(m.conf);
 	upstream_init(m.base);
 	batch_init(m.base, main_batches_gone);
 	api_init(m.http, m.conf, m.tls);
@@ -287,8 +289,8 @@ main_teardown(void)
 	listen_close_all();
 	evhttp_free(m.http);
 	upstream_shutdown();
+	sched_shutdown();	/* it holds origins of the pool's */
 	pool_shutdown();
-	sched_shutdown();
 	dnscache_shutdown();
 	service_shutdown();
 	api_shutdown();

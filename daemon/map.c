@@ -132,3 +132,11 @@ map_count(const struct map *m)
 {
 	return m->n;
 }
+
+void
+map_foreach(const struct map *m, void (*fn)(void *val, void *arg), void *arg)
+{
+	for (size_t i = 0; i < m->nb; i++)
+		for (const struct map_ent *e = m->b[i]; e != NULL; e = e->next)
+			fn(e->val, arg);
+}

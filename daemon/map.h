@@ -14,5 +14,7 @@ void *map_get(const struct map *m, const char *key);
 void map_put(struct map *m, const char *key, void *val);	/* key must be absent */
 void *map_del(struct map *m, const char *key);
 size_t map_count(const struct map *m);
+/* Calls fn with each value, in no particular order; fn must not change m. */
+void map_foreach(const struct map *m, void (*fn)(void *val, void *arg), void *arg);
 
 #endif

@@ -114,5 +114,16 @@ metrics_render(struct evbuffer *out)
 	    (long long)metrics.retries);
 	metrics_one(out, "fanoutd_redirects_total", "counter", "Redirects followed.",
 	    (long long)metrics.redirects);
+	metrics_one(out, "fanoutd_throttled_requests_total", "counter",
+	    "Requests finished that had waited on a rate limit or an origin's pause.",
+	    (long long)metrics.throttled_requests);
+	evbuffer_add_printf(out, "# HELP fanoutd_throttle_seconds_total Time those requests waited "
+	    "so.\n# TYPE fanoutd_throttle_seconds_total counter\nfanoutd_throttle_seconds_total "
+	    "%.6f\n", metrics.throttle_seconds);
+	static const char *const ps[] = { "429", "503" };
+	metrics_labelled(out, "fanoutd_origin_pauses_total",
+	    "Pauses of an origin begun by its responses.", "status", ps, metrics.origin_pauses, 2);
+	metrics_one(out, "fanoutd_origins_paused", "gauge", "Origins paused now.",
+	    metrics.origins_paused);
 	metrics_histogram(out);
 }

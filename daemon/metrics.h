@@ -31,6 +31,10 @@ struct metrics {
 	uint64_t tls_handshakes[2];		/* full, resumed */
 	uint64_t retries;
 	uint64_t redirects;
+	uint64_t throttled_requests;		/* finished after waiting on a rate limit or a pause */
+	double throttle_seconds;		/* how long they waited so */
+	uint64_t origin_pauses[2];		/* begun by a 429, by a 503 */
+	int64_t origins_paused;			/* now */
 	uint64_t duration_buckets[METRICS_NBUCKETS];	/* cumulative at render */
 	double duration_sum;
 	uint64_t duration_count;

@@ -542,6 +542,42 @@ pool_conn_tls(const struct conn *c)
 	return c->origin->tls;
 }
 
+void
+pool_origin_info(const struct origin *o, struct pool_origin_info *info)
+{
+	const struct conn *c;
+
+	info->conns = o->nconns;
+	info->mux = info->idle = info->streams = 0;
+	TAILQ_FOREACH(c, &o->idle, link)
+		info->idle++;
+	TAILQ_FOREACH(c, &o->muxed, mlink) {
+		info->mux++;
+		info->streams += c->nstreams;
+	}
+}
+
+struct pool_walk {
+	void (*fn)(const struct origin *, void *);
+	void *arg;
+};
+
+static void
+pool_walk_one(void *val, void *arg)
+{
+	struct pool_walk *w = arg;
+
+	w->fn(val, w->arg);
+}
+
+void
+pool_foreach_origin(void (*fn)(const struct origin *o, void *arg), void *arg)
+{
+	struct pool_walk w = { fn, arg };
+
+	map_foreach(pool.origins, pool_walk_one, &w);
+}
+
 /* c's handshake has said what its origin speaks. */
 static void
 pool_conn_learnt(struct conn *c, enum pool_kind kind)

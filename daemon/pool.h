@@ -116,6 +116,17 @@ void pool_fd_pressure(void);
  * the next connection on. */
 void pool_reload(unsigned max_conns, unsigned max_per_host, unsigned idle_timeout_s);
 
+/* What the pool holds for an origin, for /v1/origins. */
+struct pool_origin_info {
+	unsigned conns;		/* open or opening */
+	unsigned mux;		/* of them, multiplexing (HTTP/2) */
+	unsigned idle;		/* of them, serving nothing */
+	unsigned streams;	/* requests on the multiplexing ones */
+};
+void pool_origin_info(const struct origin *o, struct pool_origin_info *info);
+/* Calls fn for every origin the pool knows; fn must not get or put one. */
+void pool_foreach_origin(void (*fn)(const struct origin *o, void *arg), void *arg);
+
 /* True when pool_take could give some origin a connection now. */
 int pool_has_room(void);
 

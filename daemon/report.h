@@ -25,8 +25,11 @@ struct report {
 	int reused;
 	char remote[INET6_ADDRSTRLEN + 8];	/* where the last attempt went */
 	const char *final_url;		/* set when a redirect was followed */
-	/* Microseconds of now_us(); t_dispatch is 0 for a request that never went. */
+	/* Microseconds of now_us(); t_dispatch is 0 for a request that never
+	 * went, and moves on by the throttled waits of its retries and hops,
+	 * which are queue time. */
 	uint64_t t_dispatch, t_end;
+	uint64_t throttle_us;		/* held back by rate limits and pauses, all waits */
 	double dns_ms, connect_ms, tls_ms, ttfb_ms;
 };
 

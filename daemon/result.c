@@ -138,6 +138,7 @@ result_timing(struct jbuf *out, const struct report *r, uint64_t t_start)
 	double queue = r->t_dispatch ? (double)(r->t_dispatch - t_start) / 1000.0 :
 	    (double)(end - t_start) / 1000.0;
 	double total = r->t_dispatch ? (double)(end - r->t_dispatch) / 1000.0 : 0;
+	double throttle = (double)r->throttle_us / 1000.0;
 
 	JB_LIT(out, ",\"timing\":{\"queue_ms\":");
 	jout_ms(out, queue);
@@ -151,6 +152,10 @@ result_timing(struct jbuf *out, const struct report *r, uint64_t t_start)
 	jout_ms(out, r->ttfb_ms);
 	JB_LIT(out, ",\"total_ms\":");
 	jout_ms(out, total);
+	JB_LIT(out, ",\"throttle_ms\":");
+	/* Part of queue_ms: a wait before dispatch is counted in whole
+	 * milliseconds, which must not make it seem longer than the queue. */
+	jout_ms(out, throttle < queue ? throttle : queue);
 	JB_LIT(out, "}}");
 }
 

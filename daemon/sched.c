@@ -1,25 +1,51 @@
 /* sched.c: see sched.h. The pump runs from its own event, activated by every
  * change that could let a request go, so many changes in one loop turn cost
- * one pass and nothing is dispatched from inside another module's callback. */
+ * one pass and nothing is dispatched from inside another module's callback.
+ *
+ * Throttling: an origin's configured bucket, its pause and its restart are
+ * kept on its sorigin, shared by every batch; a batch's own bucket on its
+ * bhost. A bhost whose head may not start yet parks on the origin (woken
+ * all together by the origin's timer, so the batches wanting it take turns
+ * through the pump's rotation) or on its own timer. The time a bhost spends
+ * parked so is what its requests report as throttle_ms. */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/queue.h>
 
 #include <event2/event.h>
 
+#include "conf.h"
+#include "log.h"
 #include "map.h"
 #include "metrics.h"
 #include "pool.h"
 #include "sched.h"
+#include "throttle.h"
 #include "url.h"
 #include "util.h"
 
-/* The scheduler's side of an origin: the bhosts parked on it. Shared by the
- * batches that queue for it, hung on the pool's origin. */
+/* The scheduler's side of an origin: the bhosts parked on it and its
+ * throttle. Shared by the batches that queue for it, hung on the pool's
+ * origin; kept while its throttle has something to remember. */
 struct sorigin {
 	struct origin *origin;
+	int https;			/* to look its rate_limit up again on a reload */
+	char *host;
+	uint16_t port;
 	unsigned refs;			/* bhosts */
 	TAILQ_HEAD(, bhost) waiters;	/* bhosts waiting for this origin's limit */
+	TAILQ_HEAD(, bhost) held;	/* bhosts held back by its throttle */
+	const struct conf_rate *limit;	/* the configured rate_limit, or NULL */
+	struct throttle_bucket bucket;	/* its tokens */
+	struct throttle_pause pause;
+	int paused;			/* counted in metrics.origins_paused */
+	unsigned active;		/* requests on their way to it: what a restart counts */
+	unsigned running;		/* dispatched and not finished, all batches */
+	size_t queued;			/* waiting in the batches' queues */
+	struct event *timer;		/* the next token, the pause's end, or forgetting */
+	uint64_t timer_at;		/* when it is set for; 0: not set */
+	TAILQ_ENTRY(sorigin) link;	/* sched.origins */
 };
 
 enum bhost_where {
@@ -27,6 +53,15 @@ enum bhost_where {
 	BH_READY,	/* on sb->ready */
 	BH_WAITING,	/* on so->waiters: the origin is at max_per_host */
 	BH_STARVING,	/* on sched.starving: the global budget is used */
+	BH_HELD,	/* on so->held: the origin's rate, pause or restart */
+	BH_RATED,	/* on no list: its own bucket's timer wakes it */
+};
+
+/* A queued new request: its index, and its bhost's throttled time when it
+ * was queued (milliseconds, wrapping: a difference is good for 49 days). */
+struct fresh {
+	uint32_t index;
+	uint32_t held_ms;
 };
 
 /* One batch's queue and slots for one origin. */
@@ -37,10 +72,14 @@ struct bhost {
 	/* Requests not dispatched yet are only their indexes, in input order:
 	 * a ring that grows by doubling, so a queued request costs 4 bytes and
 	 * its request exists only from dispatch on. */
-	uint32_t *fresh;
+	struct fresh *fresh;
 	size_t fhead, fcount, fcap;
 	unsigned inflight;		/* connections of this batch to this origin */
 	unsigned running;		/* its requests dispatched and not finished */
+	struct throttle_bucket bucket;	/* the batch's rate_per_host */
+	struct event *rtimer;		/* wakes it when that bucket has a token */
+	uint64_t held_us;		/* time parked BH_HELD or BH_RATED, */
+	uint64_t held_since;		/* and since when while it is */
 	enum bhost_where where;
 	TAILQ_ENTRY(bhost) link;	/* sb->ready, so->waiters or sched.starving */
 	TAILQ_ENTRY(bhost) all;
@@ -55,6 +94,8 @@ struct sched_batch {
 	unsigned inflight;		/* dispatched requests not finished */
 	unsigned concurrency;
 	unsigned per_host;
+	double rate;			/* rate_per_host; 0: none */
+	unsigned burst;
 	unsigned gen;			/* pool generation (configuration) it started in */
 	int mux;			/* its requests may share multiplexing connections */
 	unsigned ncontinuing;		/* queued redirects and retries */
@@ -78,11 +119,19 @@ struct sched_req {
 	void *data;			/* the owner's */
 	enum sched_where where;
 	int fresh;			/* the next connection must not be a kept-alive one */
+	int active;			/* counted in its origin's active */
+	unsigned epoch;			/* its origin's pauses when it was sent */
+	uint64_t throttle_us;		/* held back before its last dispatch, */
+	uint64_t mark;			/* and its bhost's held_us when queued again */
 	TAILQ_ENTRY(sched_req) qlink;	/* bh->cont */
 };
 
 static struct {
+	struct event_base *base;
 	struct event *pump;
+	struct conf *conf;
+	struct throttle_rules rules;
+	TAILQ_HEAD(, sorigin) origins;
 	TAILQ_HEAD(sched_batches, sched_batch) batches;
 	/* bhosts parked on the global budget, in the order they parked: a
 	 * freed slot goes to the first, and a bhost that used one parks again
@@ -104,17 +153,28 @@ static const struct pool_listener sched_pool_listener = {
 void
 sched_init(struct event_base *base)
 {
+	sched.base = base;
 	sched.pump = event_new(base, -1, 0, sched_pump, NULL);
 	TAILQ_INIT(&sched.batches);
 	TAILQ_INIT(&sched.starving);
+	TAILQ_INIT(&sched.origins);
 	pool_set_listener(&sched_pool_listener);
 }
+
+static void sorigin_free(struct sorigin *so);
 
 void
 sched_shutdown(void)
 {
+	struct sorigin *so;
+
+	/* Only origins kept for their throttle are left: batches are gone. */
+	while ((so = TAILQ_FIRST(&sched.origins)) != NULL)
+		sorigin_free(so);
 	event_free(sched.pump);
 	sched.pump = NULL;
+	conf_unref(sched.conf);
+	sched.conf = NULL;
 }
 
 static void
@@ -125,8 +185,7 @@ sched_kick(void)
 }
 
 struct sched_batch *
-sched_batch_new(sched_dispatch_fn *dispatch, void *owner, unsigned concurrency,
-    unsigned per_host, int mux)
+sched_batch_new(sched_dispatch_fn *dispatch, void *owner, const struct sched_limits *l)
 {
 	struct sched_batch *sb = xcalloc(1, sizeof(*sb));
 
@@ -135,11 +194,13 @@ sched_batch_new(sched_dispatch_fn *dispatch, void *owner, unsigned concurrency,
 	sb->bymap = map_new();
 	sb->dispatch = dispatch;
 	sb->owner = owner;
-	sb->concurrency = concurrency;
-	sb->per_host = per_host;
+	sb->concurrency = l->concurrency;
+	sb->per_host = l->per_host;
+	sb->rate = l->rate;
+	sb->burst = l->burst;
 	sb->gen = pool_batch_begin();
 	sb->need_index = SIZE_MAX;
-	sb->mux = mux;
+	sb->mux = l->mux;
 	return sb;
 }
 
@@ -154,13 +215,37 @@ sched_batch_start(struct sched_batch *sb)
 static void
 bhost_unlink(struct bhost *bh)
 {
-	if (bh->where == BH_READY)
+	switch (bh->where) {
+	case BH_READY:
 		TAILQ_REMOVE(&bh->sb->ready, bh, link);
-	else if (bh->where == BH_WAITING)
+		break;
+	case BH_WAITING:
 		TAILQ_REMOVE(&bh->so->waiters, bh, link);
-	else if (bh->where == BH_STARVING)
+		break;
+	case BH_STARVING:
 		TAILQ_REMOVE(&sched.starving, bh, link);
+		break;
+	case BH_HELD:
+		TAILQ_REMOVE(&bh->so->held, bh, link);
+		bh->held_us += now_us() - bh->held_since;
+		break;
+	case BH_RATED:
+		event_del(bh->rtimer);
+		bh->held_us += now_us() - bh->held_since;
+		break;
+	case BH_NONE:
+		break;
+	}
 	bh->where = BH_NONE;
+}
+
+/* bh's throttled time so far, a wait in progress included. */
+static uint64_t
+bhost_held_us(const struct bhost *bh)
+{
+	if (bh->where == BH_HELD || bh->where == BH_RATED)
+		return bh->held_us + (now_us() - bh->held_since);
+	return bh->held_us;
 }
 
 static int
@@ -183,6 +268,115 @@ bhost_make_ready(struct bhost *bh)
 	sched_kick();
 }
 
+/*
+ * Origins' throttles.
+ */
+
+/* Whether anything of the origin's throttle may hold a request back. */
+static int
+sorigin_throttles(const struct sorigin *so)
+{
+	return throttle_bucket_on(&so->bucket) || so->pause.until != 0 || so->pause.window != 0;
+}
+
+/* Looks up its rate_limit in the configuration now in force. */
+static void
+sorigin_configure(struct sorigin *so)
+{
+	so->limit = sched.conf != NULL ? conf_rate_find(sched.conf, so->https, so->host, so->port) :
+	    NULL;
+	if (so->limit != NULL)
+		throttle_bucket_set(&so->bucket, so->limit->rate, so->limit->burst);
+	else
+		throttle_bucket_set(&so->bucket, 0, 1);
+}
+
+/* Sets the origin's timer for at, unless it is set for sooner. */
+static void
+sorigin_arm(struct sorigin *so, uint64_t at)
+{
+	uint64_t now = now_us(), in;
+	struct timeval tv;
+
+	if (so->timer_at != 0 && so->timer_at <= at)
+		return;
+	in = at > now ? at - now : 0;
+	tv.tv_sec = (time_t)(in / 1000000u);
+	tv.tv_usec = (suseconds_t)(in % 1000000u);
+	so->timer_at = at;
+	evtimer_add(so->timer, &tv);
+}
+
+/* Every bhost the origin's throttle held goes back to its batch's ready
+ * list; the pump's rotation then decides whose turn it is. */
+static void
+sorigin_wake(struct sorigin *so)
+{
+	struct bhost *bh;
+
+	while ((bh = TAILQ_FIRST(&so->held)) != NULL) {
+		bhost_unlink(bh);
+		bhost_make_ready(bh);
+	}
+}
+
+/* Nothing holds so but its throttle, which has nothing left to remember. */
+static int
+sorigin_forgettable(const struct sorigin *so, uint64_t now)
+{
+	return so->refs == 0 && throttle_bucket_full(&so->bucket, now) &&
+	    throttle_pause_idle(&so->pause, now);
+}
+
+static void
+sorigin_free(struct sorigin *so)
+{
+	if (so->paused)
+		metrics.origins_paused--;
+	TAILQ_REMOVE(&sched.origins, so, link);
+	event_free(so->timer);
+	pool_origin_set_data(so->origin, NULL);
+	pool_origin_put(so->origin);
+	free(so->host);
+	free(so);
+}
+
+/* Frees so when it may be forgotten; else sets its timer for when it may,
+ * if nothing else will look at it. */
+static void
+sorigin_maybe_free(struct sorigin *so, uint64_t now)
+{
+	uint64_t at;
+
+	if (so->refs > 0)
+		return;
+	if (sorigin_forgettable(so, now)) {
+		sorigin_free(so);
+		return;
+	}
+	at = throttle_pause_idle_at(&so->pause);
+	if ((uint64_t)so->bucket.tat > at)
+		at = (uint64_t)so->bucket.tat + 1;
+	sorigin_arm(so, at);
+}
+
+static void
+sorigin_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct sorigin *so = arg;
+	uint64_t now = now_us();
+
+	(void)fd;
+	(void)what;
+	so->timer_at = 0;
+	if (so->paused && !throttle_paused(&so->pause, now)) {
+		so->paused = 0;
+		metrics.origins_paused--;
+	}
+	sorigin_wake(so);
+	sorigin_maybe_free(so, now);
+}
+
 static struct sorigin *
 sorigin_get(const struct url *u)
 {
@@ -192,7 +386,14 @@ sorigin_get(const struct url *u)
 	if (so == NULL) {
 		so = xcalloc(1, sizeof(*so));
 		so->origin = o;
+		so->https = u->https;
+		so->host = xstrdup(u->host);
+		so->port = u->port;
+		so->timer = evtimer_new(sched.base, sorigin_timer, so);
 		TAILQ_INIT(&so->waiters);
+		TAILQ_INIT(&so->held);
+		TAILQ_INSERT_TAIL(&sched.origins, so, link);
+		sorigin_configure(so);
 		pool_origin_set_data(o, so);
 	} else
 		pool_origin_put(o);	/* so holds the one reference */
@@ -203,11 +404,26 @@ sorigin_get(const struct url *u)
 static void
 sorigin_put(struct sorigin *so)
 {
-	if (--so->refs > 0)
-		return;
-	pool_origin_set_data(so->origin, NULL);
-	pool_origin_put(so->origin);
-	free(so);
+	so->refs--;
+	sorigin_maybe_free(so, now_us());
+}
+
+void
+sched_configure(struct conf *c)
+{
+	struct sorigin *so;
+
+	conf_ref(c);
+	conf_unref(sched.conf);
+	sched.conf = c;
+	sched.rules.backoff = c->backoff != 0;
+	sched.rules.max_us = (uint64_t)c->max_backoff_s * 1000000u;
+	sched.rules.window_max = c->max_per_host * c->max_streams;
+	TAILQ_FOREACH(so, &sched.origins, link) {
+		sorigin_configure(so);
+		sorigin_wake(so);	/* the limit may be looser */
+	}
+	sched_kick();
 }
 
 void
@@ -222,7 +438,10 @@ sched_batch_free(struct sched_batch *sb)
 		TAILQ_REMOVE(&sb->hosts, bh, all);
 		bhost_unlink(bh);
 		metrics.requests_queued -= bh->fcount;
+		bh->so->queued -= bh->fcount;
 		sorigin_put(bh->so);
+		if (bh->rtimer != NULL)
+			event_free(bh->rtimer);
 		free(bh->fresh);
 		free(bh);
 	}
@@ -239,6 +458,7 @@ bhost_get(struct sched_batch *sb, const struct url *u)
 		bh = xcalloc(1, sizeof(*bh));
 		bh->so = sorigin_get(u);
 		bh->sb = sb;
+		throttle_bucket_set(&bh->bucket, sb->rate, sb->burst);
 		TAILQ_INIT(&bh->cont);
 		TAILQ_INSERT_TAIL(&sb->hosts, bh, all);
 		map_put(sb->bymap, pool_origin_key(bh->so->origin), bh);
@@ -253,7 +473,7 @@ sched_enqueue_new(struct sched_batch *sb, const struct url *u, size_t index)
 
 	if (bh->fcount == bh->fcap) {
 		size_t cap = bh->fcap ? bh->fcap * 2 : 4;
-		uint32_t *ring = xmalloc(cap * sizeof(*ring));
+		struct fresh *ring = xmalloc(cap * sizeof(*ring));
 		/* Unwrap into the new ring, oldest first. */
 		for (size_t i = 0; i < bh->fcount; i++)
 			ring[i] = bh->fresh[(bh->fhead + i) % bh->fcap];
@@ -262,26 +482,31 @@ sched_enqueue_new(struct sched_batch *sb, const struct url *u, size_t index)
 		bh->fcap = cap;
 		bh->fhead = 0;
 	}
-	bh->fresh[(bh->fhead + bh->fcount++) % bh->fcap] = (uint32_t)index;
+	bh->fresh[(bh->fhead + bh->fcount++) % bh->fcap] = (struct fresh){
+		.index = (uint32_t)index,
+		.held_ms = (uint32_t)(bhost_held_us(bh) / 1000u),
+	};
 	metrics.requests_queued++;
+	bh->so->queued++;
 	bhost_make_ready(bh);
 }
 
 static size_t
 bhost_fresh_head(const struct bhost *bh)
 {
-	return bh->fresh[bh->fhead];
+	return bh->fresh[bh->fhead].index;
 }
 
-static size_t
+static struct fresh
 bhost_fresh_pop(struct bhost *bh)
 {
-	size_t index = bh->fresh[bh->fhead];
+	struct fresh f = bh->fresh[bh->fhead];
 
 	bh->fhead = (bh->fhead + 1) % bh->fcap;
 	bh->fcount--;
 	metrics.requests_queued--;
-	return index;
+	bh->so->queued--;
+	return f;
 }
 
 int
@@ -291,7 +516,7 @@ sched_pop_new(struct sched_batch *sb, size_t *index)
 
 	TAILQ_FOREACH(bh, &sb->hosts, all) {
 		if (bh->fcount > 0) {
-			*index = bhost_fresh_pop(bh);
+			*index = bhost_fresh_pop(bh).index;
 			return 1;
 		}
 	}
@@ -324,9 +549,24 @@ sched_req_set_data(struct sched_req *r, void *data)
 	r->data = data;
 }
 
+/* r is no longer on its way to its origin: a restart may let one more go. */
+static void
+sched_req_settle(struct sched_req *r)
+{
+	struct sorigin *so = r->bh->so;
+
+	if (!r->active)
+		return;
+	r->active = 0;
+	so->active--;
+	if (so->pause.window != 0)
+		sorigin_wake(so);
+}
+
 void
 sched_release(struct sched_req *r)
 {
+	sched_req_settle(r);
 	if (r->where == SR_SHARED)
 		r->where = SR_ASIDE;
 	if (r->where != SR_RUNNING)
@@ -344,10 +584,14 @@ sched_requeue(struct sched_req *r, const struct url *u, int fresh)
 	sched_release(r);
 	sched_dequeue(r);
 	r->bh->running--;
+	r->bh->so->running--;
 	bh->running++;
+	bh->so->running++;
+	bh->so->queued++;
 	r->bh = bh;
 	r->fresh = fresh;
 	r->where = SR_QUEUED;
+	r->mark = bhost_held_us(bh);
 	bh->sb->ncontinuing++;
 	TAILQ_INSERT_TAIL(&bh->cont, r, qlink);
 	bhost_make_ready(bh);
@@ -364,6 +608,16 @@ sched_dequeue(struct sched_req *r)
 	TAILQ_REMOVE(&r->bh->cont, r, qlink);
 	r->where = SR_ASIDE;
 	r->bh->sb->ncontinuing--;
+	r->bh->so->queued--;
+	r->throttle_us += bhost_held_us(r->bh) - r->mark;
+}
+
+uint64_t
+sched_req_throttled_us(const struct sched_req *r)
+{
+	if (r->where == SR_QUEUED)
+		return r->throttle_us + (bhost_held_us(r->bh) - r->mark);
+	return r->throttle_us;
 }
 
 void
@@ -374,10 +628,65 @@ sched_finished(struct sched_req *r)
 	sched_dequeue(r);
 	sched_release(r);
 	r->bh->running--;
+	r->bh->so->running--;
 	sb->inflight--;
 	metrics.requests_in_flight--;
+	if (r->throttle_us > 0) {
+		metrics.throttled_requests++;
+		metrics.throttle_seconds += (double)r->throttle_us / 1e6;
+	}
 	free(r);
 	sched_kick();
+}
+
+int
+sched_response(struct sched_req *r, int status, int64_t retry_after_us)
+{
+	struct sorigin *so = r->bh->so;
+	struct throttle_pause *p = &so->pause;
+	unsigned epoch = p->epoch, window = p->window;
+	uint64_t now = now_us();
+
+	if (throttle_response(p, &sched.rules, now, status, retry_after_us, r->epoch) ==
+	    THROTTLE_NONE) {
+		if (p->window != window)	/* a restart widened or ended */
+			sorigin_wake(so);
+		return 0;
+	}
+	if (p->epoch != epoch) {
+		metrics.origin_pauses[status == 429 ? 0 : 1]++;
+		log_info("origin %s: %d: paused for %.1f s", pool_origin_key(so->origin), status,
+		    (double)(p->until - now) / 1e6);
+	}
+	if (!so->paused) {
+		so->paused = 1;
+		metrics.origins_paused++;
+	}
+	sorigin_arm(so, p->until);	/* its end is counted even if none waits */
+	return 1;
+}
+
+int
+sched_origin_info(const struct origin *o, struct sched_origin_info *info)
+{
+	const struct sorigin *so = pool_origin_data(o);
+
+	if (so == NULL)
+		return -1;
+	memset(info, 0, sizeof(*info));
+	info->in_flight = so->running;
+	info->queued = so->queued;
+	if (so->limit != NULL) {
+		info->rate = so->limit->rate;
+		info->burst = so->limit->burst;
+	}
+	if (throttle_paused(&so->pause, now_us())) {
+		info->paused_until = so->pause.until;
+		info->pause_status = so->pause.status;
+		info->retry_after_us = so->pause.retry_after;
+	}
+	info->window = so->pause.window;
+	return 0;
 }
 
 /* From the pool: o has an idle connection or one fewer open. */
@@ -434,6 +743,89 @@ bhost_park(struct bhost *bh, enum bhost_where where)
 		TAILQ_INSERT_TAIL(&sched.starving, bh, link);
 }
 
+static void
+bhost_rate_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct bhost *bh = arg;
+
+	(void)fd;
+	(void)what;
+	bhost_unlink(bh);
+	bhost_make_ready(bh);
+}
+
+/* Parks bh, held back by a throttle: on its origin (woken by the origin's
+ * timer or a restart's release), or, for its own bucket, until at. */
+static void
+bhost_hold(struct bhost *bh, enum bhost_where where, uint64_t at)
+{
+	uint64_t now = now_us(), in = at > now ? at - now : 0;
+	struct timeval tv = { (time_t)(in / 1000000u), (suseconds_t)(in % 1000000u) };
+
+	bhost_unlink(bh);
+	bh->where = where;
+	bh->held_since = now;
+	if (where == BH_HELD) {
+		TAILQ_INSERT_TAIL(&bh->so->held, bh, link);
+		return;
+	}
+	if (bh->rtimer == NULL)
+		bh->rtimer = evtimer_new(sched.base, bhost_rate_timer, bh);
+	evtimer_add(bh->rtimer, &tv);
+}
+
+/* Whether the origin's throttle and the batch's rate let bh's head start
+ * now; if not, bh is held until they may. Costs nothing for an origin with
+ * no limit, no pause and no restart, and a batch without rate_per_host. */
+static int
+sched_throttled(struct bhost *bh)
+{
+	struct sorigin *so = bh->so;
+	uint64_t now, at;
+
+	if (!sorigin_throttles(so) && !throttle_bucket_on(&bh->bucket))
+		return 0;
+	now = now_us();
+	if (throttle_paused(&so->pause, now)) {
+		bhost_hold(bh, BH_HELD, 0);
+		sorigin_arm(so, so->pause.until);
+		return 1;
+	}
+	if (!throttle_window_allows(&so->pause, so->active)) {
+		bhost_hold(bh, BH_HELD, 0);	/* a request settling wakes it */
+		return 1;
+	}
+	if ((at = throttle_bucket_ready(&so->bucket)) > now) {
+		throttle_bucket_refuse(&so->bucket);
+		bhost_hold(bh, BH_HELD, 0);
+		sorigin_arm(so, at);
+		return 1;
+	}
+	if ((at = throttle_bucket_ready(&bh->bucket)) > now) {
+		throttle_bucket_refuse(&bh->bucket);
+		bhost_hold(bh, BH_RATED, at);
+		return 1;
+	}
+	return 0;
+}
+
+/* bh's head starts: it takes its tokens and counts in a restart. */
+static void
+sched_throttle_take(struct bhost *bh, struct sched_req *r)
+{
+	struct sorigin *so = bh->so;
+	uint64_t now;
+
+	r->active = 1;
+	r->epoch = so->pause.epoch;
+	so->active++;
+	if (!throttle_bucket_on(&so->bucket) && !throttle_bucket_on(&bh->bucket))
+		return;
+	now = now_us();
+	throttle_bucket_take(&so->bucket, now);
+	throttle_bucket_take(&bh->bucket, now);
+}
+
 /* May the head of bh go now, as far as its batch is concerned? */
 static int
 sched_batch_allows(const struct sched_batch *sb, const struct bhost *bh)
@@ -459,13 +851,17 @@ sched_dispatch(struct bhost *bh, struct conn *c, enum pool_rc how)
 	if (r != NULL)
 		sched_dequeue(r);
 	else {
+		struct fresh f = bhost_fresh_pop(bh);
 		r = xcalloc(1, sizeof(*r));
-		r->index = bhost_fresh_pop(bh);
+		r->index = f.index;
+		r->throttle_us = (uint64_t)((uint32_t)(bhost_held_us(bh) / 1000u) - f.held_ms) * 1000u;
 		r->bh = bh;
 		bh->running++;
+		bh->so->running++;
 		sb->inflight++;
 		metrics.requests_in_flight++;
 	}
+	sched_throttle_take(bh, r);
 	r->fresh = 0;
 	if (how == POOL_SHARED)
 		r->where = SR_SHARED;
@@ -516,7 +912,7 @@ sched_batch_one(struct sched_batch *sb)
 			bhost_unlink(bh);
 			continue;
 		}
-		if (!sched_batch_allows(sb, bh))
+		if (!sched_batch_allows(sb, bh) || sched_throttled(bh))
 			continue;
 		/* A batch that multiplexes shares a connection first: per_host
 		 * then bounds the origin's shared connections it may use. */

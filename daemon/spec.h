@@ -26,6 +26,8 @@ struct bopts {
 	size_t max_header_bytes;
 	unsigned follow_redirects;
 	unsigned retries;
+	double rate_per_host;		/* requests a second to each origin; 0: no limit */
+	unsigned rate_burst;
 	const struct json_t *headers;	/* defaults for every request, or NULL */
 	enum body_mode body;
 	int order_input;

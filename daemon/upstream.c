@@ -126,6 +126,7 @@ struct ureq {
 	unsigned resends;		/* END_UNPROCESSED so far */
 	struct url next_url;		/* FATE_REDIRECT: where to */
 	int64_t retry_in_us;		/* FATE_RETRY: after this delay */
+	uint64_t throttle_seen;		/* owner->throttled when last looked at */
 	char **visited;			/* hrefs of earlier hops, to tell a loop */
 	unsigned hops;
 	int strip_credentials;		/* redirected to another origin: no Authorization, Cookie */
@@ -245,6 +246,21 @@ upstream_arm(struct ureq *r)
 	evtimer_add(r->timer, &tv);
 }
 
+/* A retry or hop held back by a rate limit or a pause waited in the queue,
+ * not on timeout_ms: the request's clock moves on by that wait, which then
+ * counts in queue_ms and not in total_ms. Returns whether it moved. */
+static int
+upstream_unthrottle(struct ureq *r)
+{
+	uint64_t t = r->owner->throttled(r->arg);
+
+	if (t <= r->throttle_seen)
+		return 0;
+	r->rep.t_dispatch += t - r->throttle_seen;
+	r->throttle_seen = t;
+	return 1;
+}
+
 /* The only writer of r->state. */
 static void
 upstream_set_state(struct ureq *r, enum ureq_state s)
@@ -331,6 +347,7 @@ upstream_result(struct ureq *r, int keep_conn)
 	}
 	upstream_set_state(r, UREQ_DONE);
 	r->rep.t_end = r->t_phase;
+	r->rep.throttle_us = r->owner->throttled(r->arg);
 	r->rep.final_url = r->final_url;
 	metrics.requests[r->rep.kind]++;
 	if (r->rep.t_dispatch != 0)
@@ -477,7 +494,9 @@ upstream_start(struct ureq *r, struct conn *c, int reused)
 		r->rep.t_dispatch = now_us();
 		r->timer = evtimer_new(up.base, upstream_timer, r);
 		r->rep.attempts = 1;
-	}
+		r->throttle_seen = r->owner->throttled(r->arg);	/* before dispatch: queue time */
+	} else
+		upstream_unthrottle(r);
 	r->conn = c;
 	r->rep.reused = reused;
 	r->rep.dns_ms = r->rep.connect_ms = r->rep.tls_ms = r->rep.ttfb_ms = 0;
@@ -638,6 +657,10 @@ upstream_timer(evutil_socket_t fd, short what, void *arg)
 		upstream_requeue(r, 0);
 		return;
 	}
+	if (r->state == UREQ_QUEUED && upstream_unthrottle(r)) {
+		upstream_arm(r);	/* the limit, less the throttled wait */
+		return;
+	}
 	/* Which limit the timer was armed for, not the clock: libevent may
 	 * fire a tick early, before the deadline by now_us(). */
 	connect_phase = r->state == UREQ_CONNECTING || r->state == UREQ_TLS;
@@ -757,6 +780,8 @@ upstream_on_head(struct ureq *r)
 {
 	const struct h1_header *loc = h1_find(&r->rep.head, "location");
 	int st = r->rep.head.status;
+	int64_t retry_after = upstream_retry_after(&r->rep.head);
+	int paused = r->owner->response(r->arg, st, retry_after);
 	char why[160];
 
 	r->fate = FATE_RESULT;
@@ -767,7 +792,9 @@ upstream_on_head(struct ureq *r)
 		}
 		r->fate = FATE_REDIRECT;
 	} else if (upstream_is_retry_status(st)) {
-		r->retry_in_us = upstream_retry_delay(r, upstream_retry_after(&r->rep.head));
+		/* A pause holds the retry in the queue until Retry-After;
+		 * without one, the retry sleeps it itself. */
+		r->retry_in_us = upstream_retry_delay(r, paused ? 0 : retry_after);
 		if (r->retry_in_us >= 0)
 			r->fate = FATE_RETRY;
 	}

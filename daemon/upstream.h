@@ -23,6 +23,13 @@ struct upstream_owner {
 	void (*requeue)(void *arg, const struct url *u, int fresh);
 	/* r has let go of its connection. */
 	void (*released)(void *arg);
+	/* A final response head came from r's origin: returns whether the
+	 * origin is paused for it, in which case a retry waits for the pause
+	 * in its owner's queue instead of sleeping Retry-After itself. */
+	int (*response)(void *arg, int status, int64_t retry_after_us);
+	/* How long r has been held back by rate limits and pauses so far:
+	 * queue time, which timeout_ms does not count. */
+	uint64_t (*throttled)(void *arg);
 	/* r is finished; rep is final. The owner calls upstream_free when done
 	 * with it. */
 	void (*done)(void *arg, const struct report *rep);

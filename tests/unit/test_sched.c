@@ -166,7 +166,8 @@ fake_new(unsigned concurrency, unsigned per_host)
 
 	if (f == NULL)
 		abort();
-	f->sb = sched_batch_new(fake_dispatch, f, concurrency, per_host, 0);
+	f->sb = sched_batch_new(fake_dispatch, f, &(struct sched_limits){
+		.concurrency = concurrency, .per_host = per_host, .burst = 1 });
 	return f;
 }
 

@@ -68,6 +68,11 @@ struct rec {
 	char xtest[64];			/* the response's X-Test header */
 	struct ureq **rp;		/* the request, for free_in_done */
 	struct fx *restart;		/* requeue starts it again at once, on this */
+	int responses;			/* final heads reported */
+	int last_response;		/* the last one's status */
+	int64_t last_retry_after;	/* and its Retry-After */
+	int paused;			/* what the owner answers: the origin is paused */
+	uint64_t throttled_us;		/* what the owner says r was held back */
 };
 
 /* One test's world: a loop, the pool and upstream on it, a batch's options
@@ -143,9 +148,30 @@ own_done(void *arg, const struct report *rep)
 	}
 }
 
+static int
+own_response(void *arg, int status, int64_t retry_after_us)
+{
+	struct rec *k = arg;
+
+	k->responses++;
+	k->last_response = status;
+	k->last_retry_after = retry_after_us;
+	return k->paused;
+}
+
+static uint64_t
+own_throttled(void *arg)
+{
+	struct rec *k = arg;
+
+	return k->throttled_us;
+}
+
 static const struct upstream_owner owner = {
 	.requeue = own_requeue,
 	.released = own_released,
+	.response = own_response,
+	.throttled = own_throttled,
 	.done = own_done,
 };
 
