@@ -6,8 +6,6 @@
 #include <jansson.h>
 
 #include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 
 #include "api.h"
 #include "batch.h"
@@ -16,6 +14,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "sched.h"
+#include "server.h"
 #include "util.h"
 
 static struct {
@@ -25,52 +24,20 @@ static struct {
 } api;
 
 static void
-api_reply(struct evhttp_request *req, int status, const char *type, const char *body)
+api_reply_buf(struct srv_req *req, const char *type, struct evbuffer *out)
 {
-	struct evbuffer *out = evbuffer_new();
+	size_t n = evbuffer_get_length(out);
 
-	evbuffer_add(out, body, strlen(body));
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
-	evhttp_send_reply(req, status, NULL, out);
-	evbuffer_free(out);
-}
-
-/* A batch-level error: {"error":{"kind":...,"message":...}}, the message
- * escaped as JSON since it may quote the caller's document. allow: the
- * Allow header, or NULL. */
-static void
-api_error(struct evhttp_request *req, int status, const char *kind, const char *msg,
-    const char *allow)
-{
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	struct evbuffer *out = evbuffer_new();
-	struct jbuf jb;
-
-	if (allow != NULL)
-		evhttp_add_header(h, "Allow", allow);
-	if (status == 503)
-		evhttp_add_header(h, "Retry-After", "1");
-	evhttp_add_header(h, "Content-Type", "application/json");
-	jb_init(&jb, out);
-	JB_LIT(&jb, "{\"error\":{\"kind\":");
-	jout_cstr(&jb, kind);
-	JB_LIT(&jb, ",\"message\":");
-	jout_cstr(&jb, msg);
-	JB_LIT(&jb, "}}\n");
-	jb_flush(&jb);
-	evhttp_send_reply(req, status, NULL, out);
-	evbuffer_free(out);
+	srv_reply(req, 200, type, NULL, n > 0 ? (const void *)evbuffer_pullup(out, -1) : "", n);
 }
 
 static void
-api_metrics(struct evhttp_request *req)
+api_metrics(struct srv_req *req)
 {
 	struct evbuffer *out = evbuffer_new();
 
 	metrics_render(out);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "text/plain; version=0.0.4");
-	evhttp_send_reply(req, 200, NULL, out);
+	api_reply_buf(req, "text/plain; version=0.0.4", out);
 	evbuffer_free(out);
 }
 
@@ -138,7 +105,7 @@ api_origin(const struct origin *o, void *arg)
 
 /* GET /v1/origins: every origin the daemon knows, and what holds it back. */
 static void
-api_origins(struct evhttp_request *req)
+api_origins(struct srv_req *req)
 {
 	json_t *list = json_array();
 	json_t *doc = json_pack("{s:o}", "origins", list);
@@ -149,87 +116,98 @@ api_origins(struct evhttp_request *req)
 	text = json_dumps(doc, JSON_COMPACT);
 	evbuffer_add(out, text, strlen(text));
 	evbuffer_add(out, "\n", 1);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "application/json");
-	evhttp_send_reply(req, 200, NULL, out);
+	api_reply_buf(req, "application/json", out);
 	evbuffer_free(out);
 	free(text);
 	json_decref(doc);
 }
 
-/* POST /v1/batch: the batch streams its own answer; a refusal is ours. */
+/* A refusal of a batch: counted, and answered with its JSON error. */
 static void
-api_batch(struct evhttp_request *req)
+api_refuse(struct srv_req *req, int status, const char *why)
+{
+	switch (status) {
+	case 503:
+		metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
+		srv_error(req, status, "overloaded", why, "Retry-After: 1\r\n");
+		break;
+	case 413:
+		metrics.batches_rejected[METRICS_REJECT_TOO_LARGE]++;
+		srv_error(req, status, "too_large", why, NULL);
+		break;
+	default:
+		metrics.batches_rejected[METRICS_REJECT_BAD_REQUEST]++;
+		srv_error(req, status, "bad_request", why, NULL);
+		break;
+	}
+}
+
+/* The whole document of a POST /v1/batch is in. */
+static void
+api_batch_document(struct srv_req *req)
+{
+	char why[256];
+	int status;
+
+	if ((status = batch_handle(req, api.conf, api.tls, why, sizeof(why))) != 0)
+		api_refuse(req, status, why);
+}
+
+/* POST /v1/batch: a document is read whole, then the batch streams its own
+ * answer; a stream of NDJSON lines goes to the batch as it comes. */
+static void
+api_batch(struct srv_req *req)
 {
 	char why[256];
 	int status;
 
 	if (api.stopping) {
-		metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
-		api_error(req, 503, "overloaded", "shutting down", NULL);
+		api_refuse(req, 503, "shutting down");
 		return;
 	}
-	if ((status = batch_handle(req, api.conf, api.tls, why, sizeof(why))) == 0)
+	if (!batch_is_stream(req)) {
+		srv_req_read_body(req, api_batch_document);
 		return;
-	switch (status) {
-	case 503:
-		metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
-		api_error(req, status, "overloaded", why, NULL);
-		break;
-	case 413:
-		metrics.batches_rejected[METRICS_REJECT_TOO_LARGE]++;
-		api_error(req, status, "too_large", why, NULL);
-		break;
-	default:
-		metrics.batches_rejected[METRICS_REJECT_BAD_REQUEST]++;
-		api_error(req, status, "bad_request", why, NULL);
-		break;
 	}
+	if ((status = batch_stream(req, api.conf, api.tls, why, sizeof(why))) != 0)
+		api_refuse(req, status, why);
 }
 
 static void
-api_route(struct evhttp_request *req, void *arg)
+api_route(struct srv_req *req)
 {
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-	int get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+	const char *path = srv_req_path(req), *method = srv_req_method(req);
+	int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
 
-	(void)arg;
-	if (path == NULL)
-		path = "";
 	if (strcmp(path, "/v1/batch") == 0) {
-		if (cmd != EVHTTP_REQ_POST)
-			api_error(req, 405, "method_not_allowed", "use POST", "POST");
+		if (strcmp(method, "POST") != 0)
+			srv_error(req, 405, "method_not_allowed", "use POST", "Allow: POST\r\n");
 		else
 			api_batch(req);
 	} else if (strcmp(path, "/healthz") == 0) {
 		if (get)
-			api_reply(req, 200, "application/json", "{\"status\":\"ok\"}\n");
+			srv_reply(req, 200, "application/json", NULL, "{\"status\":\"ok\"}\n", 16);
 		else
-			api_error(req, 405, "method_not_allowed", "use GET", "GET, HEAD");
+			srv_error(req, 405, "method_not_allowed", "use GET", "Allow: GET, HEAD\r\n");
 	} else if (strcmp(path, "/v1/origins") == 0) {
 		if (get)
 			api_origins(req);
 		else
-			api_error(req, 405, "method_not_allowed", "use GET", "GET, HEAD");
+			srv_error(req, 405, "method_not_allowed", "use GET", "Allow: GET, HEAD\r\n");
 	} else if (strcmp(path, "/metrics") == 0) {
 		if (get)
 			api_metrics(req);
 		else
-			api_error(req, 405, "method_not_allowed", "use GET", "GET, HEAD");
+			srv_error(req, 405, "method_not_allowed", "use GET", "Allow: GET, HEAD\r\n");
 	} else
-		api_error(req, 404, "not_found", "no such endpoint", NULL);
+		srv_error(req, 404, "not_found", "no such endpoint", NULL);
 }
 
 void
-api_init(struct evhttp *http, struct conf *c, SSL_CTX *tls)
+api_init(struct event_base *base, struct conf *c, SSL_CTX *tls)
 {
+	srv_init(base, api_route);
 	api_set_conf(c, tls);
-	/* Every method reaches api_route, so a wrong one gets our JSON 405. */
-	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-	    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
-	    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-	evhttp_set_gencb(http, api_route, NULL);
 }
 
 void
@@ -239,6 +217,7 @@ api_set_conf(struct conf *c, SSL_CTX *tls)
 	api.conf = conf_ref(c);
 	SSL_CTX_up_ref(tls);
 	api.tls = tls;
+	srv_configure(c);
 }
 
 void

@@ -11,13 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <strings.h>
 #include <sys/queue.h>
-#include <sys/socket.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -33,17 +30,15 @@
 #include "report.h"
 #include "result.h"
 #include "sched.h"
+#include "server.h"
 #include "upstream.h"
 
 #define BATCH_INTAKE_FIRST 64	/* elements checked before the first dispatch */
 #define BATCH_INTAKE_SLICE 512	/* elements checked per later loop turn */
-#define BATCH_WRITE_MAX (256 * 1024)	/* bytes written to a caller per write call */
 
 struct batch {
 	unsigned id;
-	struct evhttp_request *req;	/* NULL once the caller is gone */
-	struct evhttp_connection *evcon;
-	struct event *closewatch;	/* sees the caller hang up while we wait */
+	struct srv_req *req;		/* NULL once the caller is gone */
 	struct conf *conf;
 	json_t *doc;
 	const json_t *reqs;		/* doc's "requests" */
@@ -146,21 +141,14 @@ batch_free(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Lets go of the caller's connection and schedules the free. Only called
- * when every request has its result. */
+/* Lets go of the caller's request and schedules the free. Only called
+ * when every request has its result and the answer is over. */
 static void
 batch_release(struct batch *b)
 {
 	if (b->released)
 		return;
 	b->released = 1;
-	if (b->closewatch != NULL) {
-		event_free(b->closewatch);
-		b->closewatch = NULL;
-	}
-	if (b->evcon != NULL)
-		evhttp_connection_set_closecb(b->evcon, NULL, NULL);
-	b->evcon = NULL;
 	b->req = NULL;
 	event_base_once(bs.base, -1, EV_TIMEOUT, batch_free, b, NULL);
 }
@@ -170,9 +158,8 @@ batch_unsent(struct batch *b)
 {
 	size_t n = b->slot_bytes + evbuffer_get_length(b->out);
 
-	if (b->evcon != NULL)
-		n += evbuffer_get_length(bufferevent_get_output(
-		    evhttp_connection_get_bufferevent(b->evcon)));
+	if (b->req != NULL)
+		n += srv_stream_unsent(b->req);
 	return n;
 }
 
@@ -200,17 +187,19 @@ batch_pressure(struct batch *b)
 }
 
 static void
-batch_drained(struct evhttp_connection *evcon, void *arg)
+batch_drained(void *arg)
 {
-	(void)evcon;
-	batch_pressure(arg);
+	struct batch *b = arg;
+
+	if (b->req != NULL && !b->finishing)
+		batch_pressure(b);
 }
 
 static void
 batch_send(struct batch *b, struct evbuffer *buf)
 {
 	metrics.bytes_out += evbuffer_get_length(buf);
-	evhttp_send_reply_chunk_with_cb(b->req, buf, batch_drained, b);
+	srv_stream_write(b->req, buf);
 }
 
 /* Queues one encoded result, with the separator the format wants. The
@@ -227,8 +216,7 @@ batch_emit(struct batch *b, struct evbuffer *enc)
 	b->wrote_first = 1;
 	/* The first result while the caller's connection has nothing queued
 	 * goes out at once; the rest of the turn's results follow in one chunk. */
-	if (b->evcon != NULL && evbuffer_get_length(bufferevent_get_output(
-	    evhttp_connection_get_bufferevent(b->evcon))) == 0)
+	if (b->req != NULL && srv_stream_unsent(b->req) == 0)
 		batch_send(b, b->out);
 	else
 		event_active(b->flush, 0, 0);
@@ -316,7 +304,7 @@ batch_finish(struct batch *b)
 		return;
 	}
 	batch_summary(b);
-	evhttp_send_reply_end(b->req);
+	srv_stream_end(b->req);	/* closed comes once it is written */
 }
 
 /* Ends every request still without a result with kind; each result is
@@ -360,56 +348,32 @@ batch_cancel_all(const char *why)
 		batch_abort(b, KIND_CANCELLED, why);
 }
 
-/* The caller's connection is going away: stop writing, cancel the rest. */
+/* The server is done with the caller's request: its answer was written
+ * whole, or the caller went away before; the rest is cancelled. */
 static void
-batch_caller_gone(struct evhttp_connection *evcon, void *arg)
+batch_closed(void *arg)
 {
 	struct batch *b = arg;
 
-	(void)evcon;
 	if (b->finishing) {
 		batch_release(b);
 		return;
 	}
 	log_debug("batch %u: caller went away", b->id);
-	/* A failed write detaches the request from its connection before the
-	 * connection is freed; libevent then leaves the request to us. */
-	if (b->req != NULL && evhttp_request_get_connection(b->req) == NULL)
-		evhttp_request_free(b->req);
 	b->req = NULL;
-	b->evcon = NULL;
-	if (b->closewatch != NULL) {
-		event_free(b->closewatch);
-		b->closewatch = NULL;
-	}
 	batch_abort(b, KIND_CANCELLED, "the caller went away");
 }
 
-/* The caller hung up while nothing was being written to it: evhttp reads
- * nothing after the request, so it would only notice at the next write. */
-static void
-batch_closewatch(evutil_socket_t fd, short what, void *arg)
-{
-	struct batch *b = arg;
-
-	(void)fd;
-	(void)what;
-	if (b->evcon != NULL)
-		evhttp_connection_free(b->evcon);	/* calls batch_caller_gone */
-}
-
-static void
-batch_sent(struct evhttp_request *req, void *arg)
-{
-	(void)req;
-	batch_release(arg);
-}
+static const struct srv_handler batch_handler = {
+	.drained = batch_drained,
+	.closed = batch_closed,
+};
 
 static int
-batch_wants_ndjson(struct evhttp_request *req)
+batch_wants_ndjson(struct srv_req *req)
 {
-	const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
-	const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	const char *accept = srv_req_header(req, "accept");
+	const char *q = srv_req_query(req);
 	struct evkeyvalq params;
 	int nd = accept != NULL && strstr(accept, "application/x-ndjson") != NULL;
 
@@ -425,10 +389,10 @@ batch_wants_ndjson(struct evhttp_request *req)
 /* Parses and checks the document: 0 with *docp, or the status to refuse it
  * with and why. */
 static int
-batch_document(struct evhttp_request *req, const struct conf *c, struct bopts *o,
+batch_document(struct srv_req *req, const struct conf *c, struct bopts *o,
     json_t **docp, char *why, size_t whylen)
 {
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	struct evbuffer *in = srv_req_input(req);
 	size_t len = evbuffer_get_length(in);
 	json_error_t err;
 	json_t *doc;
@@ -451,45 +415,14 @@ batch_document(struct evhttp_request *req, const struct conf *c, struct bopts *o
 }
 
 static void
-batch_caller_name(struct batch *b)
-{
-	char *addr = NULL;
-	ev_uint16_t port = 0;
-
-	evhttp_connection_get_peer(b->evcon, &addr, &port);
-	if (addr == NULL || *addr == '\0')
-		snprintf(b->caller, sizeof(b->caller), "unix");
-	else
-		snprintf(b->caller, sizeof(b->caller), "%s:%u", addr, port);
-}
-
-static void
 batch_start_stream(struct batch *b)
 {
-	struct evkeyvalq *h = evhttp_request_get_output_headers(b->req);
-	struct bufferevent *bev = evhttp_connection_get_bufferevent(b->evcon);
+	char id[48];
 
-	evhttp_add_header(h, "Content-Type", b->opts.ndjson ? "application/x-ndjson" :
-	    "application/json");
-	char id[16];
-
-	snprintf(id, sizeof(id), "%u", b->id);
-	evhttp_add_header(h, "X-Fanoutd-Batch", id);	/* the id in the daemon's log */
-	evhttp_send_reply_start(b->req, 200, "OK");
-	/* Results can be megabytes; libevent 2.1 writes 16 KiB a call by default. */
-	bufferevent_set_max_single_write(bev, BATCH_WRITE_MAX);
-	/* A result is sent when it is ready: Nagle would hold a small one (the
-	 * closing chunk above all) until the caller's delayed ACK, 40 ms later.
-	 * Fails harmlessly on a Unix socket. */
-	int one = 1;
-	setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	evhttp_connection_set_closecb(b->evcon, batch_caller_gone, b);
-	evhttp_request_set_on_complete_cb(b->req, batch_sent, b);
-	if (event_base_get_features(bs.base) & EV_FEATURE_EARLY_CLOSE) {
-		b->closewatch = event_new(bs.base, bufferevent_getfd(bev), EV_CLOSED | EV_PERSIST,
-		    batch_closewatch, b);
-		event_add(b->closewatch, NULL);
-	}
+	/* The id in the daemon's log. */
+	snprintf(id, sizeof(id), "X-Fanoutd-Batch: %u\r\n", b->id);
+	srv_stream_begin(b->req, 200, b->opts.ndjson ? "application/x-ndjson" :
+	    "application/json", id, &batch_handler, b);
 	if (!b->opts.ndjson) {
 		JOUT_LIT(b->out, "{\"results\":[\n");
 		batch_send(b, b->out);
@@ -638,7 +571,7 @@ batch_intake_more(evutil_socket_t fd, short what, void *arg)
 }
 
 int
-batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls, char *why, size_t whylen)
+batch_handle(struct srv_req *req, struct conf *c, SSL_CTX *tls, char *why, size_t whylen)
 {
 	struct batch *b;
 	struct bopts o;
@@ -654,7 +587,6 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls, char *why
 	b = xcalloc(1, sizeof(*b));
 	b->id = ++bs.next_id;
 	b->req = req;
-	b->evcon = evhttp_request_get_connection(req);
 	b->conf = conf_ref(c);
 	b->doc = doc;
 	b->opts = o;
@@ -671,7 +603,7 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls, char *why
 	TAILQ_INIT(&b->live);
 	if (b->opts.order_input)
 		b->slots = xcalloc(b->n, sizeof(*b->slots));
-	batch_caller_name(b);
+	snprintf(b->caller, sizeof(b->caller), "%s", srv_req_peer(req));
 	b->sb = sched_batch_new(batch_dispatch, b, &(struct sched_limits){
 		.concurrency = b->opts.concurrency,
 		.per_host = b->opts.per_host,
@@ -695,4 +627,23 @@ batch_handle(struct evhttp_request *req, struct conf *c, SSL_CTX *tls, char *why
 	if (!b->finishing)
 		batch_pressure(b);
 	return 0;
+}
+
+int
+batch_is_stream(const struct srv_req *req)
+{
+	const char *type = srv_req_header(req, "content-type");
+
+	return type != NULL && strncasecmp(type, "application/x-ndjson", 20) == 0 &&
+	    (type[20] == '\0' || type[20] == ';' || type[20] == ' ');
+}
+
+int
+batch_stream(struct srv_req *req, struct conf *c, SSL_CTX *tls, char *why, size_t whylen)
+{
+	(void)req;
+	(void)c;
+	(void)tls;
+	snprintf(why, whylen, "streamed batches are not supported yet");
+	return 400;
 }

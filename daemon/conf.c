@@ -125,6 +125,9 @@ static const struct conf_key conf_keys[] = {
 	CONF_LIST(rate_limit, CONF_T_RATE, struct conf_rate *, nrate_limit, CONF_MAX_RATE, NULL),
 	CONF_UINT(backoff, 1, 0, 1),
 	CONF_UINT(max_backoff_s, 300, 1, S_DAY),
+	/* v1.1: the caller-facing server. */
+	CONF_UINT(client_timeout_s, 30, 1, 3600),
+	CONF_UINT(max_clients, 1024, 1, 1048576),
 };
 
 #define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))

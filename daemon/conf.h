@@ -73,6 +73,8 @@ struct conf {
 	size_t nrate_limit;
 	unsigned backoff;		/* 1: a 429 (or a 503 with Retry-After) pauses its origin */
 	unsigned max_backoff_s;		/* the longest such pause */
+	unsigned client_timeout_s;	/* a caller's head and document, or a gap between lines */
+	unsigned max_clients;		/* caller connections at once */
 };
 
 /* A snapshot holding every default. */

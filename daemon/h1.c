@@ -1,7 +1,7 @@
-/* h1.c: the strict, incremental HTTP/1.x response reader: the head (status
- * line, header fields, message framing per RFC 9112 §6.3) and the body
- * (Content-Length, chunked or until close). What a lenient parser would let
- * through is an error here; h1.h says why. */
+/* h1.c: the strict, incremental HTTP/1.x message reader: the head (status
+ * or request line, header fields, message framing per RFC 9112 §6.3) and
+ * the body (Content-Length, chunked or until close). What a lenient parser
+ * would let through is an error here; h1.h says why. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -76,7 +76,7 @@ h1_check_prefix(struct evbuffer *buf)
  * and every CR precede an LF. Returns 1 with *end set past the final CRLF,
  * 0 if not there yet, -1 with *why. */
 static int
-h1_find_end(struct evbuffer *buf, size_t limit, size_t *end, const char **why)
+h1_find_end(struct evbuffer *buf, size_t limit, int request, size_t *end, const char **why)
 {
 	struct evbuffer_iovec v[16];
 	struct evbuffer_ptr p;
@@ -104,7 +104,8 @@ h1_find_end(struct evbuffer *buf, size_t limit, size_t *end, const char **why)
 				 * something other than LF; so is one that ended the
 				 * previous chain if this one goes on with text. */
 				if ((prev == '\r' && seg > 0) || (cr != NULL && cr != b + j + seg - 1)) {
-					*why = "bare CR in response head";
+					*why = request ? "bare CR in request head" :
+					    "bare CR in response head";
 					return -1;
 				}
 				if (lf == NULL) {
@@ -114,7 +115,8 @@ h1_find_end(struct evbuffer *buf, size_t limit, size_t *end, const char **why)
 					break;
 				}
 				if ((seg > 0 ? b[j + seg - 1] : prev) != '\r') {
-					*why = "bare LF in response head";
+					*why = request ? "bare LF in request head" :
+					    "bare LF in response head";
 					return -1;
 				}
 				off += seg;	/* off: the LF */
@@ -152,6 +154,51 @@ h1_status_line(struct h1_head *h, const char *s, size_t n, const char **why)
 	return 0;
 }
 
+/* request-line = method SP request-target SP HTTP-version (RFC 9112 §3),
+ * single spaces, a target of visible characters. Method and target are
+ * NUL-terminated in place. */
+static int
+h1_request_line(struct h1_head *h, char *s, size_t n, const char **why)
+{
+	char *sp1 = memchr(s, ' ', n), *sp2;
+	size_t m, t;
+
+	if (sp1 == NULL || (m = (size_t)(sp1 - s)) == 0 ||
+	    (sp2 = memchr(sp1 + 1, ' ', n - m - 1)) == NULL ||
+	    (t = (size_t)(sp2 - sp1 - 1)) == 0) {
+		*why = "malformed request line";
+		return -1;
+	}
+	for (size_t i = 0; i < m; i++) {
+		if (!h1_is_tchar((unsigned char)s[i])) {
+			*why = "malformed request method";
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < t; i++) {
+		unsigned char c = (unsigned char)sp1[1 + i];
+		if (c <= 0x20 || c >= 0x7f) {
+			*why = "malformed request target";
+			return -1;
+		}
+	}
+	if (n - m - t - 2 != 8 || memcmp(sp2 + 1, "HTTP/", 5) != 0 || sp2[7] != '.' ||
+	    sp2[6] < '0' || sp2[6] > '9' || sp2[8] < '0' || sp2[8] > '9') {
+		*why = "malformed HTTP version";
+		return -1;
+	}
+	if (sp2[6] != '1' || (sp2[8] != '0' && sp2[8] != '1')) {
+		*why = "unsupported HTTP version";
+		return H1_VERSION;
+	}
+	h->minor = sp2[8] - '0';
+	*sp1 = '\0';
+	*sp2 = '\0';
+	h->method = s;
+	h->target = sp1 + 1;
+	return 0;
+}
+
 /* field-line = field-name ":" OWS field-value OWS. Name and value are
  * NUL-terminated in place (over the ':' and the first byte after the
  * value), which the caller may rely on. */
@@ -162,7 +209,8 @@ h1_field_line(struct h1_head *h, char *s, size_t n, const char **why)
 	size_t i = 0, vs, ve;
 
 	if (n > 0 && h1_is_ws(s[0])) {
-		*why = "obsolete line folding in response head";
+		*why = h->method != NULL ? "obsolete line folding in request head" :
+		    "obsolete line folding in response head";
 		return -1;
 	}
 	while (i < n && h1_is_tchar((unsigned char)s[i]))
@@ -258,7 +306,8 @@ h1_framing(struct h1_head *h, int head_request, const char **why)
 		}
 	}
 	if (te != NULL) {
-		const char *bad = h->minor == 0 ? "Transfer-Encoding in an HTTP/1.0 response" :
+		const char *bad = h->minor == 0 ? (h->method != NULL ?
+		    "Transfer-Encoding in an HTTP/1.0 request" : "Transfer-Encoding in an HTTP/1.0 response") :
 		    cl != NULL ? "both Transfer-Encoding and Content-Length" :
 		    !h1_eq(te->value, te->valuelen, "chunked") ? "Transfer-Encoding other than chunked" :
 		    NULL;
@@ -272,7 +321,9 @@ h1_framing(struct h1_head *h, int head_request, const char **why)
 		return -1;
 	}
 	h->keep_alive = h->minor == 1 ? !conn_close : keep && !conn_close;
-	if (head_request || h->status < 200 || h->status == 204 || h->status == 304)
+	if (h->method != NULL)	/* a request without a length has no body */
+		h->framing = te != NULL ? H1_CHUNKED : cl != NULL ? H1_LENGTH : H1_NOBODY;
+	else if (head_request || h->status < 200 || h->status == 204 || h->status == 304)
 		h->framing = H1_NOBODY;
 	else if (te != NULL)
 		h->framing = H1_CHUNKED;
@@ -320,8 +371,10 @@ h1_content_encoding(struct h1_head *h)
 
 /* Splits and checks the head held in h->block. */
 static int
-h1_parse_block(struct h1_head *h, int head_request, const char **why)
+h1_parse_block(struct h1_head *h, int head_request, int request, const char **why)
 {
+	int rc;
+
 	char *s = h->block, *end = h->block + h->blocklen - 2, *eol;
 	size_t lines = 0;
 
@@ -336,7 +389,9 @@ h1_parse_block(struct h1_head *h, int head_request, const char **why)
 		return H1_ERROR;
 	}
 	eol = memchr(s, '\r', (size_t)(end - s));
-	if (h1_status_line(h, s, (size_t)(eol - s), why) == -1)
+	if (request && (rc = h1_request_line(h, s, (size_t)(eol - s), why)) != 0)
+		return rc == H1_VERSION ? H1_VERSION : H1_ERROR;
+	if (!request && h1_status_line(h, s, (size_t)(eol - s), why) == -1)
 		return H1_ERROR;
 	for (s = eol + 2; s < end; s = eol + 2) {
 		eol = memchr(s, '\r', (size_t)(end - s));
@@ -349,24 +404,25 @@ h1_parse_block(struct h1_head *h, int head_request, const char **why)
 	return H1_DONE;
 }
 
-int
-h1_parse_head(struct evbuffer *buf, size_t max_bytes, int head_request, struct h1_head *h,
-    const char **why)
+/* Takes a head, a response's or (request) a request's, off buf. */
+static int
+h1_take_head(struct evbuffer *buf, size_t max_bytes, int head_request, int request,
+    struct h1_head *h, const char **why)
 {
 	size_t len = evbuffer_get_length(buf), limit = len < max_bytes ? len : max_bytes, end;
 	int rc;
 
 	memset(h, 0, sizeof(*h));
-	if (h1_check_prefix(buf) == -1) {
+	if (!request && h1_check_prefix(buf) == -1) {
 		*why = "malformed status line";
 		return H1_ERROR;
 	}
-	if ((rc = h1_find_end(buf, limit, &end, why)) == -1)
+	if ((rc = h1_find_end(buf, limit, request, &end, why)) == -1)
 		return H1_ERROR;
 	if (rc == 0) {
 		if (len < max_bytes)
 			return H1_AGAIN;
-		*why = "response head too large";
+		*why = request ? "request head too large" : "response head too large";
 		return H1_TOO_BIG;
 	}
 	/* Twice the head: the second half holds a joined Content-Encoding,
@@ -378,12 +434,34 @@ h1_parse_head(struct evbuffer *buf, size_t max_bytes, int head_request, struct h
 	evbuffer_copyout(buf, h->block, end);
 	h->block[end] = '\0';
 	h->blocklen = end;
-	if ((rc = h1_parse_block(h, head_request, why)) != H1_DONE) {
+	if ((rc = h1_parse_block(h, head_request, request, why)) != H1_DONE) {
 		h1_head_clear(h);
 		return rc;
 	}
 	evbuffer_drain(buf, end);
 	return H1_DONE;
+}
+
+int
+h1_parse_head(struct evbuffer *buf, size_t max_bytes, int head_request, struct h1_head *h,
+    const char **why)
+{
+	return h1_take_head(buf, max_bytes, head_request, 0, h, why);
+}
+
+/* RFC 9112 §2.2: a server should ignore empty lines before a request line
+ * (some clients send a CRLF after a POST body). A few, not a flood. */
+#define H1_MAX_LEADING_CRLF 8
+
+int
+h1_parse_request(struct evbuffer *buf, size_t max_bytes, struct h1_head *h, const char **why)
+{
+	char two[2];
+
+	for (int i = 0; i < H1_MAX_LEADING_CRLF && evbuffer_copyout(buf, two, 2) == 2 &&
+	    two[0] == '\r' && two[1] == '\n'; i++)
+		evbuffer_drain(buf, 2);
+	return h1_take_head(buf, max_bytes, 0, 1, h, why);
 }
 
 void

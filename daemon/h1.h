@@ -1,11 +1,13 @@
-/* h1.h: a strict, incremental HTTP/1.1 response reader.
+/* h1.h: a strict, incremental HTTP/1.1 message reader: upstream responses,
+ * and callers' requests.
  *
- * Written by hand on purpose: libevent 2.1's evhttp client frames responses
- * leniently (TE other than chunked, TE+CL, duplicate CL, bare LF, empty bodies
- * on keep-alive connections without framing) and on a pooled connection that
- * lets one response's bytes become another's. http-parser is unmaintained and
- * llhttp is not packaged for Debian 12. Every framing anomaly here is an error,
- * and the caller never reuses that connection. */
+ * Written by hand on purpose: libevent 2.1's evhttp frames messages
+ * leniently (TE other than chunked, TE+CL, duplicate CL, a signed CL, bare
+ * LF, space before a colon, empty bodies on keep-alive connections without
+ * framing), and on a pooled connection that lets one response's bytes
+ * become another's. http-parser is unmaintained and llhttp is not packaged
+ * for Debian 12. Every framing anomaly here is an error, and the connection
+ * it came on is never used again. */
 #ifndef FANOUTD_H1_H
 #define FANOUTD_H1_H
 
@@ -19,10 +21,11 @@ enum h1_rc {
 	H1_DONE = 1,	/* the head (or the body) is complete */
 	H1_ERROR = -1,	/* malformed: why says how; the connection is unusable */
 	H1_TOO_BIG = -2,	/* the header block passed its limit */
+	H1_VERSION = -3,	/* a request in an HTTP version other than 1.0 and 1.1 */
 };
 
 enum h1_framing {
-	H1_NOBODY,	/* HEAD, 1xx, 204, 304 */
+	H1_NOBODY,	/* HEAD, 1xx, 204, 304; a request with neither length nor chunking */
 	H1_LENGTH,	/* Content-Length */
 	H1_CHUNKED,	/* Transfer-Encoding: chunked */
 	H1_CLOSE,	/* neither: the body runs to connection close */
@@ -38,7 +41,9 @@ struct h1_header {
 #define H1_MAX_HEADERS 256
 
 struct h1_head {
-	int status;			/* 100..999 */
+	int status;			/* 100..999; 0 in a request */
+	const char *method;		/* a request's, NUL-terminated in block; NULL in a response */
+	const char *target;		/* a request's request-target, likewise */
 	int minor;			/* HTTP/1.<minor>: 0 or 1 */
 	char *block;			/* owned copy of the header block, with every name
 					 * and value NUL-terminated in place */
@@ -61,6 +66,12 @@ struct h1_head {
  * Interim 1xx heads are returned like any other; the caller skips them. */
 int h1_parse_head(struct evbuffer *buf, size_t max_bytes, int head_request,
     struct h1_head *h, const char **why);
+
+/* The same for a request head: method, target, headers and the body's
+ * framing (H1_NOBODY, H1_LENGTH or H1_CHUNKED); H1_VERSION for an HTTP
+ * version other than 1.0 and 1.1. keep_alive is false for HTTP/1.0 unless
+ * asked for. */
+int h1_parse_request(struct evbuffer *buf, size_t max_bytes, struct h1_head *h, const char **why);
 
 void h1_head_clear(struct h1_head *h);
 

@@ -12,7 +12,6 @@
 #include <netinet/in.h>
 
 #include <event2/event.h>
-#include <event2/http.h>
 #include <event2/listener.h>
 #include <event2/util.h>
 #include <systemd/sd-daemon.h>
@@ -27,7 +26,6 @@
 
 struct listener {
 	struct evconnlistener *lev;
-	struct evhttp_bound_socket *bound;
 	char *unix_path;	/* to unlink on close */
 	struct event *resume;
 };
@@ -35,7 +33,7 @@ struct listener {
 static struct {
 	struct listener l[LISTEN_MAX];
 	size_t n;
-	struct evhttp *http;
+	listen_accept_fn *accept;
 	int activated;		/* serving sockets passed by the service manager */
 } ls;
 
@@ -58,7 +56,7 @@ listen_error(struct evconnlistener *lev, void *arg)
 	int err = EVUTIL_SOCKET_ERROR();
 	struct timeval tv = { 0, LISTEN_PAUSE_MS * 1000 };
 
-	(void)arg;	/* evhttp's: the callback argument is taken by evhttp */
+	(void)arg;
 	for (size_t i = 0; i < ls.n && l == NULL; i++)
 		if (ls.l[i].lev == lev)
 			l = &ls.l[i];
@@ -146,11 +144,20 @@ listen_socket(const char *name, const struct sockaddr_storage *ss, socklen_t len
 	return fd;
 }
 
-/* Hands the listening socket fd to evhttp; on failure closes it. unix_path:
- * a socket file of ours, removed on close. */
+static void
+listen_accepted(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int len,
+    void *arg)
+{
+	(void)lev;
+	(void)arg;
+	ls.accept(fd, sa, (socklen_t)len);
+}
+
+/* Serves the listening socket fd; on failure closes it. unix_path: a
+ * socket file of ours, removed on close. */
 static int
-listen_serve(struct event_base *base, struct evhttp *http, int fd, const char *name,
-    const char *unix_path, char *err, size_t errlen)
+listen_serve(struct event_base *base, int fd, const char *name, const char *unix_path,
+    char *err, size_t errlen)
 {
 	struct listener *l;
 
@@ -160,14 +167,10 @@ listen_serve(struct event_base *base, struct evhttp *http, int fd, const char *n
 		return -1;
 	}
 	l = &ls.l[ls.n];
-	l->lev = evconnlistener_new(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE, 0, fd);
-	if (l->lev == NULL || (l->bound = evhttp_bind_listener(http, l->lev)) == NULL) {
+	l->lev = evconnlistener_new(base, listen_accepted, NULL, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+	if (l->lev == NULL) {
 		snprintf(err, errlen, "listen %s: cannot serve it", name);
-		if (l->lev != NULL)
-			evconnlistener_free(l->lev);
-		else
-			close(fd);
-		l->lev = NULL;
+		close(fd);
 		return -1;
 	}
 	l->unix_path = unix_path != NULL ? xstrdup(unix_path) : NULL;
@@ -179,8 +182,7 @@ listen_serve(struct event_base *base, struct evhttp *http, int fd, const char *n
 }
 
 static int
-listen_one(struct event_base *base, struct evhttp *http, const char *name, char *err,
-    size_t errlen)
+listen_one(struct event_base *base, const char *name, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -194,7 +196,7 @@ listen_one(struct event_base *base, struct evhttp *http, const char *name, char 
 		return -1;
 	if ((fd = listen_socket(name, &ss, len, err, errlen)) < 0)
 		return -1;
-	return listen_serve(base, http, fd, name, is_unix ? name + 5 : NULL, err, errlen);
+	return listen_serve(base, fd, name, is_unix ? name + 5 : NULL, err, errlen);
 }
 
 /* What is wrong with a passed descriptor for serving HTTP, or NULL. */
@@ -232,12 +234,12 @@ listen_describe(const struct sockaddr_storage *ss, socklen_t len, char *dst, siz
 }
 
 int
-listen_adopt(struct event_base *base, struct evhttp *http, char *err, size_t errlen)
+listen_adopt(struct event_base *base, listen_accept_fn *accept, char *err, size_t errlen)
 {
 	char **names = NULL, addr[INET6_ADDRSTRLEN + 8 + sizeof(((struct sockaddr_un *)0)->sun_path)];
 	int n = sd_listen_fds_with_names(1, &names), rc = 0;
 
-	ls.http = http;
+	ls.accept = accept;
 	if (n < 0)
 		snprintf(err, errlen, "socket activation: %s", strerror(-n));
 	for (int i = 0; i < n; i++) {
@@ -263,7 +265,7 @@ listen_adopt(struct event_base *base, struct evhttp *http, char *err, size_t err
 		evutil_make_socket_nonblocking(fd);
 		evutil_make_socket_closeonexec(fd);
 		/* The socket file is the manager's: not ours to remove. */
-		if (listen_serve(base, http, fd, name, NULL, err, errlen) < 0)
+		if (listen_serve(base, fd, name, NULL, err, errlen) < 0)
 			rc = -1;
 		else
 			ls.activated = 1;
@@ -281,12 +283,12 @@ listen_activated(void)
 }
 
 int
-listen_open(struct event_base *base, struct evhttp *http, char *const *addrs, size_t n,
+listen_open(struct event_base *base, listen_accept_fn *accept, char *const *addrs, size_t n,
     char *err, size_t errlen)
 {
-	ls.http = http;
+	ls.accept = accept;
 	for (size_t i = 0; i < n; i++)
-		if (listen_one(base, http, addrs[i], err, errlen) < 0)
+		if (listen_one(base, addrs[i], err, errlen) < 0)
 			return -1;
 	return 0;
 }
@@ -300,7 +302,8 @@ listen_close_all(void)
 		 * at once instead of waiting in a backlog nobody reads. A socket
 		 * passed by systemd stays open in the manager, which queues
 		 * callers for the next start. */
-		evhttp_del_accept_socket(ls.http, l->bound);
+		evconnlistener_free(l->lev);
+		l->lev = NULL;
 		if (l->unix_path != NULL) {
 			unlink(l->unix_path);
 			free(l->unix_path);

@@ -7,7 +7,6 @@
 #include <sys/resource.h>
 
 #include <event2/event.h>
-#include <event2/http.h>
 
 #include "api.h"
 #include "batch.h"
@@ -18,16 +17,15 @@
 #include "log.h"
 #include "pool.h"
 #include "sched.h"
+#include "server.h"
 #include "service.h"
 #include "upstream.h"
 #include "util.h"
 
-#define MAIN_CALLER_TIMEOUT_S 60	/* a caller that reads or writes nothing this long is dropped */
 #define MAIN_EXIT_GRACE_S 5		/* after the drain, for documents still being flushed */
 
 static struct {
 	struct event_base *base;
-	struct evhttp *http;
 	struct conf *conf;
 	SSL_CTX *tls;
 	const char *conf_path;
@@ -111,6 +109,7 @@ main_stop(void)
 	log_info("stopping: %u batches in flight, draining for up to %u s", batch_count(),
 	    m.conf->drain_timeout_s);
 	api_stop_accepting();
+	srv_stop();
 	listen_close_all();
 	m.drain = evtimer_new(m.base, main_drain_over, NULL);
 	evtimer_add(m.drain, &tv);
@@ -157,7 +156,6 @@ main_reload(void)
 	api_set_conf(c, tls);
 	pool_reload(main_fd_budget(c), c->max_per_host, c->idle_timeout_s);
 	sched_configure(c);
-	evhttp_set_max_body_size(m.http, (ev_ssize_t)c->max_request_bytes);
 	log_level = m.verbose ? LOG_LEVEL_DEBUG : c->log_level;
 	conf_unref(m.conf);
 	SSL_CTX_free(m.tls);
@@ -246,12 +244,8 @@ main_setup(void)
 
 	signal(SIGPIPE, SIG_IGN);
 	m.base = event_base_new();
-	m.http = evhttp_new(m.base);
-	if (m.base == NULL || m.http == NULL)
+	if (m.base == NULL)
 		fatal("cannot set up the event loop");
-	evhttp_set_max_body_size(m.http, (ev_ssize_t)m.conf->max_request_bytes);
-	evhttp_set_max_headers_size(m.http, 64 * 1024);
-	evhttp_set_timeout(m.http, MAIN_CALLER_TIMEOUT_S);
 	if (dnscache_init(m.base, m.conf, &why) < 0)
 		fatal("%s", why);
 	if ((m.tls = tls_ctx_new(m.conf, &why)) == NULL)
@@ -261,11 +255,11 @@ main_setup(void)
 	sched_configure(m.conf);
 	upstream_init(m.base);
 	batch_init(m.base, main_batches_gone);
-	api_init(m.http, m.conf, m.tls);
+	api_init(m.base, m.conf, m.tls);
 	/* Sockets passed by systemd replace the listen lines (spec). */
-	n = listen_adopt(m.base, m.http, err, sizeof(err));
+	n = listen_adopt(m.base, srv_accept, err, sizeof(err));
 	if (n < 0 || (n == 0 &&
-	    listen_open(m.base, m.http, m.conf->listen, m.conf->nlisten, err, sizeof(err)) < 0)) {
+	    listen_open(m.base, srv_accept, m.conf->listen, m.conf->nlisten, err, sizeof(err)) < 0)) {
 		fprintf(stderr, "fanoutd: %s\n", err);
 		exit(2);
 	}
@@ -287,7 +281,7 @@ main_teardown(void)
 	if (m.drain != NULL)
 		event_free(m.drain);
 	listen_close_all();
-	evhttp_free(m.http);
+	srv_shutdown();
 	upstream_shutdown();
 	sched_shutdown();	/* it holds origins of the pool's */
 	pool_shutdown();
