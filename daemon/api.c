@@ -122,26 +122,6 @@ api_origins(struct srv_req *req)
 	json_decref(doc);
 }
 
-/* A refusal of a batch: counted, and answered with its JSON error. */
-static void
-api_refuse(struct srv_req *req, int status, const char *why)
-{
-	switch (status) {
-	case 503:
-		metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
-		srv_error(req, status, "overloaded", why, "Retry-After: 1\r\n");
-		break;
-	case 413:
-		metrics.batches_rejected[METRICS_REJECT_TOO_LARGE]++;
-		srv_error(req, status, "too_large", why, NULL);
-		break;
-	default:
-		metrics.batches_rejected[METRICS_REJECT_BAD_REQUEST]++;
-		srv_error(req, status, "bad_request", why, NULL);
-		break;
-	}
-}
-
 /* The whole document of a POST /v1/batch is in. */
 static void
 api_batch_document(struct srv_req *req)
@@ -150,7 +130,7 @@ api_batch_document(struct srv_req *req)
 	int status;
 
 	if ((status = batch_handle(req, api.conf, api.tls, why, sizeof(why))) != 0)
-		api_refuse(req, status, why);
+		batch_refuse(req, status, why);
 }
 
 /* POST /v1/batch: a document is read whole, then the batch streams its own
@@ -162,7 +142,7 @@ api_batch(struct srv_req *req)
 	int status;
 
 	if (api.stopping) {
-		api_refuse(req, 503, "shutting down");
+		batch_refuse(req, 503, "shutting down");
 		return;
 	}
 	if (!batch_is_stream(req)) {
@@ -170,7 +150,7 @@ api_batch(struct srv_req *req)
 		return;
 	}
 	if ((status = batch_stream(req, api.conf, api.tls, why, sizeof(why))) != 0)
-		api_refuse(req, status, why);
+		batch_refuse(req, status, why);
 }
 
 static void

@@ -35,6 +35,18 @@
 
 #define BATCH_INTAKE_FIRST 64	/* elements checked before the first dispatch */
 #define BATCH_INTAKE_SLICE 512	/* elements checked per later loop turn */
+#define BATCH_STREAM_AHEAD 1024	/* a streamed batch's requests read and not yet dispatched,
+				 * at most (or 2 x concurrency, if more) */
+
+/* Pointers by request index, from the lowest one still held: a window that
+ * grows by doubling and slides as its lowest entries are let go. A
+ * streamed batch keeps its requests' elements and early results here, so
+ * what it holds is what is in flight, not what has come. */
+struct bring {
+	void **v;
+	size_t base;		/* the index of v[head] */
+	size_t head, cap;	/* cap: 0 or a power of two */
+};
 
 struct batch {
 	unsigned id;
@@ -42,16 +54,23 @@ struct batch {
 	struct conf *conf;
 	json_t *doc;
 	const json_t *reqs;		/* doc's "requests" */
+	int stream;			/* NDJSON lines in: elements in elems, not reqs */
+	struct bring elems;		/* stream: each request's element until its result */
+	size_t queued;			/* stream: read and not yet dispatched */
+	int upload_paused;		/* stream: we stopped reading the upload */
+	int started;			/* the answer has begun */
 	struct bopts opts;
 	struct sched_batch *sb;
 	TAILQ_HEAD(, breq) live;	/* dispatched requests without a result yet */
+	TAILQ_HEAD(, breq) ready;	/* finished while held: results not yet encoded */
+	int flushing;			/* batch_flush_ready is under way */
 	size_t n, done, responses, errors;
 	uint64_t t_start;
 	struct event *deadline;
 	struct evbuffer *scratch;
 	struct evbuffer *out;		/* results of this loop turn, sent as one chunk */
 	struct event *flush;
-	struct evbuffer **slots;	/* order "input": results waiting their turn */
+	struct bring slots;		/* order "input": results waiting their turn */
 	size_t next_out;
 	size_t slot_bytes;
 	int wrote_first;
@@ -73,7 +92,8 @@ struct breq {
 	struct batch *b;
 	struct sched_req *sr;
 	struct ureq *u;
-	TAILQ_ENTRY(breq) link;		/* b->live */
+	const struct report *rep;	/* on b->ready: u's, final */
+	TAILQ_ENTRY(breq) link;		/* b->live or b->ready */
 };
 
 static struct {
@@ -105,6 +125,88 @@ batch_count(void)
 	return bs.count;
 }
 
+static void **
+bring_at(const struct bring *r, size_t i)
+{
+	return &r->v[(r->head + (i - r->base)) & (r->cap - 1)];
+}
+
+static void *
+bring_get(const struct bring *r, size_t i)
+{
+	return i >= r->base && i - r->base < r->cap ? *bring_at(r, i) : NULL;
+}
+
+/* Sets entry i (at or above the base), growing the window to reach it. */
+static void
+bring_set(struct bring *r, size_t i, void *p)
+{
+	if (i - r->base >= r->cap) {
+		size_t cap = r->cap ? r->cap : 64;
+		while (i - r->base >= cap)
+			cap *= 2;
+		void **v = xcalloc(cap, sizeof(*v));
+		for (size_t k = 0; k < r->cap; k++)	/* unwrap, lowest first */
+			v[k] = r->v[(r->head + k) & (r->cap - 1)];
+		free(r->v);
+		r->v = v;
+		r->head = 0;
+		r->cap = cap;
+	}
+	*bring_at(r, i) = p;
+}
+
+/* Slides the window's base past empty entries, up to limit. */
+static void
+bring_slide(struct bring *r, size_t limit)
+{
+	while (r->base < limit && (r->cap == 0 || *bring_at(r, r->base) == NULL)) {
+		r->base++;
+		if (r->cap > 0)
+			r->head = (r->head + 1) & (r->cap - 1);
+	}
+}
+
+/* Lets entry i go, and slides past what is empty below limit (the lowest
+ * index that may still be set). */
+static void
+bring_clear(struct bring *r, size_t i, size_t limit)
+{
+	if (bring_get(r, i) != NULL)
+		*bring_at(r, i) = NULL;
+	bring_slide(r, limit);
+}
+
+/* Frees what is left (with fn) and the window. */
+static void
+bring_free(struct bring *r, void (*fn)(void *))
+{
+	for (size_t k = 0; k < r->cap; k++)
+		if (r->v[k] != NULL)
+			fn(r->v[k]);
+	free(r->v);
+	memset(r, 0, sizeof(*r));
+}
+
+static void
+batch_free_json(void *p)
+{
+	json_decref(p);
+}
+
+static void
+batch_free_evbuffer(void *p)
+{
+	evbuffer_free(p);
+}
+
+/* Request index's element: the document's, or a streamed line's. */
+static const json_t *
+batch_elem(const struct batch *b, size_t index)
+{
+	return b->stream ? bring_get(&b->elems, index) : json_array_get(b->reqs, index);
+}
+
 static void
 batch_free(evutil_socket_t fd, short what, void *arg)
 {
@@ -115,15 +217,14 @@ batch_free(evutil_socket_t fd, short what, void *arg)
 	TAILQ_REMOVE(&bs.all, b, link);
 	bs.count--;
 	metrics.batches_in_flight--;
-	sched_batch_free(b->sb);
-	if (b->slots != NULL)
-		for (size_t i = 0; i < b->n; i++)
-			if (b->slots[i] != NULL)
-				evbuffer_free(b->slots[i]);
-	free(b->slots);
+	if (b->sb != NULL)
+		sched_batch_free(b->sb);
+	bring_free(&b->slots, batch_free_evbuffer);
+	bring_free(&b->elems, batch_free_json);
 	if (b->deadline != NULL)
 		event_free(b->deadline);
-	event_free(b->intake);
+	if (b->intake != NULL)
+		event_free(b->intake);
 	evbuffer_free(b->scratch);
 	evbuffer_free(b->out);
 	event_free(b->flush);
@@ -163,6 +264,8 @@ batch_unsent(struct batch *b)
 	return n;
 }
 
+static void batch_flush_ready(struct batch *b);
+
 /* Pauses or resumes dispatching by the output the caller has not read. */
 static void
 batch_pressure(struct batch *b)
@@ -182,8 +285,12 @@ batch_pressure(struct batch *b)
 		b->hold = hold;
 		TAILQ_FOREACH(q, &b->live, link)
 			upstream_hold(q->u, hold);
+		if (!hold)
+			batch_flush_ready(b);
 	}
 	sched_set_output(b->sb, paused, b->opts.order_input ? b->next_out : SIZE_MAX);
+	if (b->upload_paused && !paused)
+		event_active(b->intake, 0, 0);	/* the caller reads: the upload may go on */
 }
 
 static void
@@ -191,7 +298,7 @@ batch_drained(void *arg)
 {
 	struct batch *b = arg;
 
-	if (b->req != NULL && !b->finishing)
+	if (b->req != NULL && b->started && !b->finishing)
 		batch_pressure(b);
 }
 
@@ -248,6 +355,8 @@ batch_summary(struct batch *b)
 }
 
 static void batch_finish(struct batch *b);
+static void batch_stream_pause(struct batch *b, int paused);
+static size_t batch_stream_ahead(const struct batch *b);
 static void batch_result_error(struct batch *b, size_t index, enum kind kind, const char *msg);
 
 /* Request r's result: written (or kept for its turn) if the caller is
@@ -261,24 +370,31 @@ batch_result(struct batch *b, const struct report *r)
 	else
 		b->errors++;
 	if (b->req != NULL) {
-		const json_t *elem = json_array_get(b->reqs, r->index);
+		const json_t *elem = batch_elem(b, r->index);
 		if (b->opts.order_input && r->index != b->next_out) {
-			b->slots[r->index] = evbuffer_new();
-			result_write(b->slots[r->index], r, &b->opts, elem, b->t_start);
-			b->slot_bytes += evbuffer_get_length(b->slots[r->index]);
+			struct evbuffer *slot = evbuffer_new();
+			result_write(slot, r, &b->opts, elem, b->t_start);
+			b->slot_bytes += evbuffer_get_length(slot);
+			bring_slide(&b->slots, b->next_out);	/* all below are out */
+			bring_set(&b->slots, r->index, slot);
 		} else {
 			result_write(b->scratch, r, &b->opts, elem, b->t_start);
 			batch_emit(b, b->scratch);
 			b->next_out++;
-			while (b->opts.order_input && b->next_out < b->n &&
-			    b->slots[b->next_out] != NULL) {
-				struct evbuffer *s = b->slots[b->next_out];
-				b->slot_bytes -= evbuffer_get_length(s);
-				batch_emit(b, s);
-				evbuffer_free(s);
-				b->slots[b->next_out++] = NULL;
+			struct evbuffer *slot;
+			while (b->opts.order_input &&
+			    (slot = bring_get(&b->slots, b->next_out)) != NULL) {
+				b->slot_bytes -= evbuffer_get_length(slot);
+				batch_emit(b, slot);
+				evbuffer_free(slot);
+				bring_clear(&b->slots, b->next_out, b->next_out + 1);
+				b->next_out++;
 			}
 		}
+	}
+	if (b->stream) {	/* its element is not needed any more */
+		json_decref(bring_get(&b->elems, r->index));
+		bring_clear(&b->elems, r->index, b->n);
 	}
 	if (b->intake_done && b->done == b->n)
 		batch_finish(b);
@@ -318,10 +434,14 @@ batch_abort(struct batch *b, enum kind kind, const char *why)
 	b->complete = 0;
 	while ((q = TAILQ_FIRST(&b->live)) != NULL)
 		upstream_abort(q->u, kind, why);	/* its done takes it off the list */
-	while (sched_pop_new(b->sb, &i))
+	while (sched_pop_new(b->sb, &i)) {
+		b->queued -= b->stream;
 		batch_result_error(b, i, kind, why);
-	while (!b->intake_done && b->next_intake < b->n)
+	}
+	while (!b->stream && !b->intake_done && b->next_intake < b->n)
 		batch_result_error(b, b->next_intake++, kind, why);
+	if (b->stream && b->req != NULL)
+		batch_stream_pause(b, 1);	/* the rest of the upload is not read */
 	b->intake_done = 1;
 	if (b->done == b->n)
 		batch_finish(b);
@@ -361,7 +481,27 @@ batch_closed(void *arg)
 	}
 	log_debug("batch %u: caller went away", b->id);
 	b->req = NULL;
+	batch_flush_ready(b);
 	batch_abort(b, KIND_CANCELLED, "the caller went away");
+}
+
+void
+batch_refuse(struct srv_req *req, int status, const char *why)
+{
+	switch (status) {
+	case 503:
+		metrics.batches_rejected[METRICS_REJECT_OVERLOADED]++;
+		srv_error(req, status, "overloaded", why, "Retry-After: 1\r\n");
+		break;
+	case 413:
+		metrics.batches_rejected[METRICS_REJECT_TOO_LARGE]++;
+		srv_error(req, status, "too_large", why, NULL);
+		break;
+	default:
+		metrics.batches_rejected[METRICS_REJECT_BAD_REQUEST]++;
+		srv_error(req, status, "bad_request", why, NULL);
+		break;
+	}
 }
 
 static const struct srv_handler batch_handler = {
@@ -463,6 +603,15 @@ batch_req_released(void *arg)
 	sched_release(q->sr);
 }
 
+/* q's result is written (or counted, the caller gone) and q freed. */
+static void
+batch_req_result(struct breq *q, const struct report *rep)
+{
+	batch_result(q->b, rep);	/* may end the batch, which is freed a turn later */
+	upstream_free(q->u);		/* and with it rep */
+	free(q);
+}
+
 static void
 batch_req_done(void *arg, const struct report *rep)
 {
@@ -471,9 +620,32 @@ batch_req_done(void *arg, const struct report *rep)
 
 	TAILQ_REMOVE(&b->live, q, link);
 	sched_finished(q->sr);
-	batch_result(b, rep);	/* may end the batch, which is freed a turn later */
-	upstream_free(q->u);	/* and with it rep */
-	free(q);
+	q->sr = NULL;
+	if (b->hold && b->req != NULL) {
+		/* The caller is not reading: encoded (escaping can make it six
+		 * times its size), this result would be what grows. */
+		q->rep = rep;
+		TAILQ_INSERT_TAIL(&b->ready, q, link);
+		return;
+	}
+	batch_req_result(q, rep);
+}
+
+/* Encodes the results that finished while held, as long as the caller
+ * reads (or all of them, counted only, once it is gone). */
+static void
+batch_flush_ready(struct batch *b)
+{
+	struct breq *q;
+
+	if (b->flushing)
+		return;	/* the loop below is under way, further up the stack */
+	b->flushing = 1;
+	while ((!b->hold || b->req == NULL) && (q = TAILQ_FIRST(&b->ready)) != NULL) {
+		TAILQ_REMOVE(&b->ready, q, link);
+		batch_req_result(q, q->rep);
+	}
+	b->flushing = 0;
 }
 
 static int
@@ -513,8 +685,9 @@ batch_dispatch(void *owner, struct sched_req *sr, struct conn *c, int reused)
 		struct reqspec spec;
 		char why[160];
 
-		if (intake_request(json_array_get(b->reqs, index), &b->opts, &spec, why,
-		    sizeof(why)) < 0)
+		if (b->stream && b->queued-- == batch_stream_ahead(b) / 2)
+			event_active(b->intake, 0, 0);	/* room to read more lines */
+		if (intake_request(batch_elem(b, index), &b->opts, &spec, why, sizeof(why)) < 0)
 			fatal("batch %u: request %zu passed intake, then failed it: %s", b->id,
 			    index, why);
 		q = xcalloc(1, sizeof(*q));
@@ -562,12 +735,73 @@ batch_intake_slice(struct batch *b)
 		batch_finish(b);
 }
 
+static void batch_stream_read(struct batch *b);
+
 static void
 batch_intake_more(evutil_socket_t fd, short what, void *arg)
 {
+	struct batch *b = arg;
+
 	(void)fd;
 	(void)what;
-	batch_intake_slice(arg);
+	if (b->stream)
+		batch_stream_read(b);
+	else
+		batch_intake_slice(b);
+}
+
+/* A batch for req, counted against max_batches, not yet started. */
+static struct batch *
+batch_new(struct srv_req *req, struct conf *c, SSL_CTX *tls)
+{
+	struct batch *b = xcalloc(1, sizeof(*b));
+
+	b->id = ++bs.next_id;
+	b->req = req;
+	b->conf = conf_ref(c);
+	SSL_CTX_up_ref(tls);
+	b->opts.tls = tls;
+	b->complete = 1;
+	b->scratch = evbuffer_new();
+	b->out = evbuffer_new();
+	b->flush = event_new(bs.base, -1, 0, batch_flush, b);
+	b->intake = event_new(bs.base, -1, 0, batch_intake_more, b);
+	TAILQ_INIT(&b->live);
+	TAILQ_INIT(&b->ready);
+	snprintf(b->caller, sizeof(b->caller), "%s", srv_req_peer(req));
+	TAILQ_INSERT_TAIL(&bs.all, b, link);
+	bs.count++;
+	metrics.batches_in_flight++;
+	return b;
+}
+
+/* The options are settled (in b->opts, o): the answer begins and requests
+ * may go. */
+static void
+batch_begin(struct batch *b, const struct bopts *o)
+{
+	SSL_CTX *tls = b->opts.tls;
+
+	b->opts = *o;
+	b->opts.tls = tls;
+	b->opts.ndjson = batch_wants_ndjson(b->req);
+	b->t_start = now_us();
+	b->started = 1;
+	b->sb = sched_batch_new(batch_dispatch, b, &(struct sched_limits){
+		.concurrency = b->opts.concurrency,
+		.per_host = b->opts.per_host,
+		.mux = b->opts.http2,
+		.rate = b->opts.rate_per_host,
+		.burst = b->opts.rate_burst,
+	});
+	metrics.batches_total++;
+	batch_start_stream(b);
+	if (b->opts.deadline_ms > 0) {
+		struct timeval tv = { b->opts.deadline_ms / 1000, (b->opts.deadline_ms % 1000) * 1000 };
+		b->deadline = evtimer_new(bs.base, batch_deadline, b);
+		evtimer_add(b->deadline, &tv);
+	}
+	sched_batch_start(b->sb);
 }
 
 int
@@ -584,45 +818,11 @@ batch_handle(struct srv_req *req, struct conf *c, SSL_CTX *tls, char *why, size_
 	}
 	if ((status = batch_document(req, c, &o, &doc, why, whylen)) != 0)
 		return status;
-	b = xcalloc(1, sizeof(*b));
-	b->id = ++bs.next_id;
-	b->req = req;
-	b->conf = conf_ref(c);
+	b = batch_new(req, c, tls);
 	b->doc = doc;
-	b->opts = o;
-	b->opts.ndjson = batch_wants_ndjson(req);
-	SSL_CTX_up_ref(tls);
-	b->opts.tls = tls;
 	b->reqs = json_object_get(doc, "requests");
 	b->n = json_array_size(b->reqs);
-	b->t_start = now_us();
-	b->complete = 1;
-	b->scratch = evbuffer_new();
-	b->out = evbuffer_new();
-	b->flush = event_new(bs.base, -1, 0, batch_flush, b);
-	TAILQ_INIT(&b->live);
-	if (b->opts.order_input)
-		b->slots = xcalloc(b->n, sizeof(*b->slots));
-	snprintf(b->caller, sizeof(b->caller), "%s", srv_req_peer(req));
-	b->sb = sched_batch_new(batch_dispatch, b, &(struct sched_limits){
-		.concurrency = b->opts.concurrency,
-		.per_host = b->opts.per_host,
-		.mux = b->opts.http2,
-		.rate = b->opts.rate_per_host,
-		.burst = b->opts.rate_burst,
-	});
-	TAILQ_INSERT_TAIL(&bs.all, b, link);
-	bs.count++;
-	metrics.batches_total++;
-	metrics.batches_in_flight++;
-	b->intake = event_new(bs.base, -1, 0, batch_intake_more, b);
-	batch_start_stream(b);
-	if (b->opts.deadline_ms > 0) {
-		struct timeval tv = { b->opts.deadline_ms / 1000, (b->opts.deadline_ms % 1000) * 1000 };
-		b->deadline = evtimer_new(bs.base, batch_deadline, b);
-		evtimer_add(b->deadline, &tv);
-	}
-	sched_batch_start(b->sb);
+	batch_begin(b, &o);
 	batch_intake_slice(b);
 	if (!b->finishing)
 		batch_pressure(b);
@@ -638,12 +838,224 @@ batch_is_stream(const struct srv_req *req)
 	    (type[20] == '\0' || type[20] == ';' || type[20] == ' ');
 }
 
+/*
+ * Streamed batches: NDJSON lines in, each request dispatched as its line
+ * comes. The upload is read only while the batch can take more: fewer than
+ * batch_stream_ahead() requests waiting for dispatch, and a caller that
+ * reads its results.
+ */
+
+static size_t
+batch_stream_ahead(const struct batch *b)
+{
+	size_t n = 2 * (size_t)b->opts.concurrency;
+
+	return n > BATCH_STREAM_AHEAD ? n : BATCH_STREAM_AHEAD;
+}
+
+/* A request line: queued for dispatch, or its invalid_request result. */
+static void
+batch_stream_request(struct batch *b, json_t *elem, const char *err)
+{
+	size_t i = b->n++;
+	struct reqspec spec;
+	char why[160];
+
+	memset(&spec, 0, sizeof(spec));
+	if (elem == NULL) {
+		snprintf(why, sizeof(why), "not JSON: %s", err);
+		batch_result_error(b, i, KIND_INVALID_REQUEST, why);
+		return;
+	}
+	bring_set(&b->elems, i, elem);
+	if (!json_is_string(elem) && !json_is_object(elem))
+		batch_result_error(b, i, KIND_INVALID_REQUEST, "must be a string or an object");
+	else if (intake_request(elem, &b->opts, &spec, why, sizeof(why)) < 0)
+		batch_result_error(b, i, KIND_INVALID_REQUEST, why);
+	else {
+		sched_enqueue_new(b->sb, &spec.url, i);
+		b->queued++;
+	}
+	url_free(&spec.url);
+}
+
+/* The batch's first line: its options, or its first request. Returns -1
+ * when it refused the batch (and freed it). */
+static int
+batch_stream_first(struct batch *b, json_t *line, const char *err)
+{
+	struct bopts o;
+	char why[256];
+	int rc = intake_stream_first(line, b->conf, &o, why, sizeof(why));
+
+	if (rc < 0) {
+		json_decref(line);
+		batch_refuse(b->req, 400, why);
+		b->req = NULL;
+		batch_free(-1, 0, b);
+		return -1;
+	}
+	batch_begin(b, &o);
+	if (rc == 1)
+		json_decref(line);
+	else
+		batch_stream_request(b, line, err);
+	return 0;
+}
+
+/* Takes the next line off in, without its LF (and CR); NULL when no whole
+ * line is there. last: the upload has ended, so what is left is a line. */
+static char *
+batch_stream_line(struct evbuffer *in, int last, size_t *len)
+{
+	struct evbuffer_ptr p = evbuffer_search(in, "\n", 1, NULL);
+	size_t n = p.pos >= 0 ? (size_t)p.pos : evbuffer_get_length(in);
+	char *line;
+
+	if ((p.pos < 0 && !last) || (p.pos < 0 && n == 0))
+		return NULL;
+	line = xmalloc(n + 1);
+	evbuffer_remove(in, line, n);
+	if (p.pos >= 0)
+		evbuffer_drain(in, 1);
+	if (n > 0 && line[n - 1] == '\r')
+		n--;
+	line[n] = '\0';
+	*len = n;
+	return line;
+}
+
+static void
+batch_stream_pause(struct batch *b, int paused)
+{
+	b->upload_paused = paused;
+	srv_req_input_pause(b->req, paused);
+}
+
+/* Whether the batch can take another line now. */
+static int
+batch_stream_room(const struct batch *b)
+{
+	return !b->intake_done && !b->paused && b->queued < batch_stream_ahead(b) &&
+	    b->n < UINT32_MAX;
+}
+
+/* The upload is over (ended, cut, stalled or bad): what arrived finishes. */
+static void
+batch_stream_over(struct batch *b, enum srv_input how)
+{
+	if (how != SRV_INPUT_END) {
+		b->complete = 0;
+		log_info("batch %u: upload %s after %zu requests", b->id,
+		    how == SRV_INPUT_STALLED ? "stalled" : how == SRV_INPUT_BAD ? "badly framed" :
+		    "cut short", b->n);
+	}
+	b->intake_done = 1;
+	if (b->done == b->n)
+		batch_finish(b);
+}
+
+static void
+batch_stream_read(struct batch *b)
+{
+	struct evbuffer *in;
+	enum srv_input how;
+	size_t len;
+	char *line;
+
+	if (b->req == NULL || b->intake_done)
+		return;
+	in = srv_req_input(b->req);
+	how = srv_req_input_end(b->req);
+	while (batch_stream_room(b) || !b->started) {
+		if ((line = batch_stream_line(in, how == SRV_INPUT_END, &len)) == NULL)
+			break;
+		if (strspn(line, " \t") == len) {	/* a blank line is no request */
+			free(line);
+			continue;
+		}
+		json_error_t err;
+		json_t *elem = json_loadb(line, len, JSON_ALLOW_NUL | JSON_DECODE_ANY, &err);
+		free(line);
+		srv_req_progress(b->req);
+		if (!b->started) {
+			if (batch_stream_first(b, elem, err.text) < 0)
+				return;
+		} else
+			batch_stream_request(b, elem, err.text);
+	}
+	if (b->intake_done)
+		return;
+	if (!batch_stream_room(b) && b->started) {
+		batch_stream_pause(b, 1);	/* batch_dispatch or the caller's reading resumes */
+		return;
+	}
+	if (evbuffer_get_length(in) > b->conf->max_request_bytes) {
+		/* A line longer than any request may be: the upload cannot go
+		 * on (its next line would start in the middle of this one). */
+		if (!b->started) {
+			char why[96];
+			snprintf(why, sizeof(why), "a line over %zu bytes (max_request_bytes)",
+			    b->conf->max_request_bytes);
+			batch_refuse(b->req, 413, why);
+			b->req = NULL;
+			batch_free(-1, 0, b);
+			return;
+		}
+		batch_stream_pause(b, 1);
+		batch_result_error(b, b->n++, KIND_INVALID_REQUEST, "line over max_request_bytes");
+		batch_stream_over(b, SRV_INPUT_BAD);
+		return;
+	}
+	batch_stream_pause(b, 0);
+	if (how != SRV_INPUT_MORE) {
+		if (!b->started) {	/* an upload without a line: no requests */
+			struct bopts o;
+			char why[8];
+			intake_stream_first(NULL, b->conf, &o, why, sizeof(why));
+			batch_begin(b, &o);
+		}
+		batch_stream_over(b, how);
+	}
+}
+
+static void
+batch_stream_body(void *arg)
+{
+	batch_stream_read(arg);
+}
+
+/* The caller went away, or the answer is written whole. */
+static void
+batch_stream_closed(void *arg)
+{
+	struct batch *b = arg;
+
+	if (b->started) {
+		batch_closed(b);
+		return;
+	}
+	b->req = NULL;	/* before its first line: nothing to tell */
+	batch_free(-1, 0, b);
+}
+
+static const struct srv_handler batch_stream_handler = {
+	.body = batch_stream_body,
+	.drained = batch_drained,
+	.closed = batch_stream_closed,
+};
+
 int
 batch_stream(struct srv_req *req, struct conf *c, SSL_CTX *tls, char *why, size_t whylen)
 {
-	(void)req;
-	(void)c;
-	(void)tls;
-	snprintf(why, whylen, "streamed batches are not supported yet");
-	return 400;
+	struct batch *b;
+
+	if (bs.count >= c->max_batches) {
+		snprintf(why, whylen, "too many batches in flight; retry later");
+		return 503;
+	}
+	b = batch_new(req, c, tls);
+	b->stream = 1;
+	srv_req_stream_body(req, &batch_stream_handler, b);
+	return 0;
 }

@@ -26,6 +26,9 @@ int batch_is_stream(const struct srv_req *req);
 int batch_stream(struct srv_req *req, struct conf *c, struct ssl_ctx_st *tls,
     char *why, size_t whylen);
 
+/* Answers a refused batch with its JSON error, counted in the metrics. */
+void batch_refuse(struct srv_req *req, int status, const char *why);
+
 /* Batches accepted and not yet freed. */
 unsigned batch_count(void);
 

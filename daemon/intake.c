@@ -323,6 +323,30 @@ intake_option(const char *k, const json_t *v, const struct conf *c, struct bopts
 	return 0;
 }
 
+/* The "options" object, into o (which holds the defaults). */
+static int
+intake_options(const json_t *opts, const struct conf *c, struct bopts *o, char *why,
+    size_t whylen)
+{
+	const char *k;
+	size_t klen;
+	json_t *v;
+
+	if (!json_is_object(opts)) {
+		snprintf(why, whylen, "options: must be an object");
+		return -1;
+	}
+	json_object_keylen_foreach((json_t *)(uintptr_t)opts, k, klen, v) {
+		if (!intake_plain(k, klen)) {
+			snprintf(why, whylen, "options: a key holds a NUL");
+			return -1;
+		}
+		if (intake_option(k, v, c, o, why, whylen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int
 intake_document(const json_t *doc, const struct conf *c, struct bopts *o, char *why,
     size_t whylen)
@@ -368,21 +392,23 @@ intake_document(const json_t *doc, const struct conf *c, struct bopts *o, char *
 		}
 	}
 	opts = json_object_get(doc, "options");
-	if (opts == NULL)
+	return opts == NULL || intake_options(opts, c, o, why, whylen) == 0 ? 0 : 400;
+}
+
+int
+intake_stream_first(const json_t *line, const struct conf *c, struct bopts *o, char *why,
+    size_t whylen)
+{
+	const json_t *opts;
+
+	intake_defaults(c, o);
+	if (!json_is_object(line) || (opts = json_object_get(line, "options")) == NULL)
 		return 0;
-	if (!json_is_object(opts)) {
-		snprintf(why, whylen, "options: must be an object");
-		return 400;
+	if (json_object_size(line) != 1) {
+		snprintf(why, whylen, "the options line must hold \"options\" alone");
+		return -1;
 	}
-	json_object_keylen_foreach((json_t *)(uintptr_t)opts, k, klen, v) {
-		if (!intake_plain(k, klen)) {
-			snprintf(why, whylen, "options: a key holds a NUL");
-			return 400;
-		}
-		if (intake_option(k, v, c, o, why, whylen) < 0)
-			return 400;
-	}
-	return 0;
+	return intake_options(opts, c, o, why, whylen) == 0 ? 1 : -1;
 }
 
 static int

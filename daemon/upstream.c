@@ -118,7 +118,11 @@ struct ureq {
 	int decode;			/* we asked for gzip/deflate: decode the body */
 	struct event *skim;		/* body "none": discarding in the kernel */
 	struct h2_stream *h2s;		/* on a multiplexing connection */
-	int hold;			/* the owner's caller is slow: keep the window shut */
+	int hold;			/* the owner's caller is slow: hold the body back */
+	int holding;			/* holding now: reading a body while hold is set */
+	uint64_t hold_since;		/* when this holding began */
+	uint64_t held_us;		/* time held so far: timeout_ms does not count it */
+	struct event *unhold;		/* lets go of a hold from the loop */
 	size_t held;			/* body bytes of h2s taken in but not yet consumed */
 
 	/* Across attempts and hops. */
@@ -219,7 +223,7 @@ us_to_ms(uint64_t us)
 static uint64_t
 upstream_deadline(const struct ureq *r)
 {
-	return r->rep.t_dispatch + (uint64_t)r->spec.timeout_ms * 1000u;
+	return r->rep.t_dispatch + (uint64_t)r->spec.timeout_ms * 1000u + r->held_us;
 }
 
 /* Arms the request's one timer for the nearer of the total limit and, in
@@ -261,6 +265,60 @@ upstream_unthrottle(struct ureq *r)
 	return 1;
 }
 
+/* Starts or stops reading r's HTTP/1.1 connection, and below a TLS layer
+ * the socket's too: TLS would otherwise go on filling its own input. */
+static void
+upstream_h1_read(struct ureq *r, int on)
+{
+	struct bufferevent *bev, *under;
+
+	if (r->conn == NULL || pool_conn_mux(r->conn) != NULL ||
+	    (bev = pool_conn_bev(r->conn)) == NULL)
+		return;
+	under = bufferevent_get_underlying(bev);
+	if (on) {
+		if (under != NULL)
+			bufferevent_enable(under, EV_READ);
+		bufferevent_enable(bev, EV_READ);
+		/* What was read before the hold is not announced again. */
+		bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS |
+		    BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
+	bufferevent_disable(bev, EV_READ);
+	if (under != NULL)
+		bufferevent_disable(under, EV_READ);
+}
+
+/* Holding: r reads a body to pass on while its owner's caller is not
+ * reading. Then an HTTP/1.1 connection is not read (HTTP/2 keeps the
+ * stream's window shut instead: upstream_h2_data), so what the daemon
+ * holds for a slow caller is bounded by what was read before; and r's
+ * clock stops, since the wait is the caller's and not the upstream's. */
+static void
+upstream_hold_sync(struct ureq *r)
+{
+	int want = r->hold && r->state == UREQ_BODY && r->fate == FATE_RESULT &&
+	    r->opts->body != BODY_NONE;
+	uint64_t now;
+
+	if (want == r->holding)
+		return;
+	r->holding = want;
+	now = now_us();
+	if (want) {
+		r->hold_since = now;
+		evtimer_del(r->timer);
+		upstream_h1_read(r, 0);
+		return;
+	}
+	r->held_us += now - r->hold_since;
+	if (r->state == UREQ_BODY) {
+		upstream_arm(r);
+		upstream_h1_read(r, 1);
+	}
+}
+
 /* The only writer of r->state. */
 static void
 upstream_set_state(struct ureq *r, enum ureq_state s)
@@ -272,6 +330,9 @@ upstream_set_state(struct ureq *r, enum ureq_state s)
 	    upstream_state_names[s]);
 	r->state = s;
 	r->t_phase = now_us();
+	upstream_hold_sync(r);
+	if (r->holding)
+		return;
 	if (s != UREQ_DONE)
 		upstream_arm(r);
 	else if (r->timer != NULL)	/* NULL: ended before it started */
@@ -295,6 +356,9 @@ upstream_drop_conn(struct ureq *r, int keep)
 	if (c == NULL)
 		return;
 	upstream_skim_stop(r);
+	if (r->holding && (bev = pool_conn_bev(c)) != NULL &&
+	    bufferevent_get_underlying(bev) != NULL)	/* the pool reads the top */
+		bufferevent_enable(bufferevent_get_underlying(bev), EV_READ);
 	r->conn = NULL;
 	bev = pool_conn_bev(c);
 	if (pool_conn_mux(c) != NULL) {
@@ -1172,15 +1236,36 @@ upstream_h2_data(void *arg, const uint8_t *data, size_t len)
 		h2_consume(r->h2s, len);	/* passed on: the window may open */
 }
 
+static void
+upstream_unhold(evutil_socket_t fd, short what, void *arg)
+{
+	struct ureq *r = arg;
+
+	(void)fd;
+	(void)what;
+	if (r->hold || r->state == UREQ_DONE)
+		return;
+	upstream_hold_sync(r);
+	if (r->held > 0 && r->h2s != NULL)
+		h2_consume(r->h2s, r->held);
+	r->held = 0;
+}
+
+/* Holding begins at once; it ends from the loop, since reading again may
+ * end requests, and the owner is in the middle of telling them all. */
 void
 upstream_hold(struct ureq *r, int hold)
 {
 	r->hold = hold;
-	if (hold || r->held == 0)
+	if (hold) {
+		upstream_hold_sync(r);
 		return;
-	if (r->h2s != NULL)
-		h2_consume(r->h2s, r->held);
-	r->held = 0;
+	}
+	if (!r->holding && r->held == 0)
+		return;
+	if (r->unhold == NULL)
+		r->unhold = event_new(up.base, -1, 0, upstream_unhold, r);
+	event_active(r->unhold, 0, 0);
 }
 
 static void
@@ -1275,6 +1360,9 @@ upstream_clear(struct ureq *r)
 	if (r->timer != NULL)
 		event_free(r->timer);
 	r->timer = NULL;
+	if (r->unhold != NULL)
+		event_free(r->unhold);
+	r->unhold = NULL;
 	upstream_skim_stop(r);
 	free(r->final_url);
 	r->final_url = NULL;
