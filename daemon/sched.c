@@ -175,6 +175,7 @@ sched_shutdown(void)
 	sched.pump = NULL;
 	conf_unref(sched.conf);
 	sched.conf = NULL;
+	memset(&sched.rules, 0, sizeof(sched.rules));
 }
 
 static void
@@ -372,7 +373,8 @@ sorigin_timer(evutil_socket_t fd, short what, void *arg)
 	if (so->paused && !throttle_paused(&so->pause, now)) {
 		so->paused = 0;
 		metrics.origins_paused--;
-	}
+	} else if (so->paused)	/* set sooner, for a token: the pause's end is still to come */
+		sorigin_arm(so, so->pause.until);
 	sorigin_wake(so);
 	sorigin_maybe_free(so, now);
 }
