@@ -260,7 +260,8 @@ batch_summary(struct batch *b)
 }
 
 static void batch_finish(struct batch *b);
-static void batch_result_error(struct batch *b, size_t index, enum kind kind, const char *msg);
+static void batch_result_error(struct batch *b, size_t index, uint64_t throttle_us,
+    enum kind kind, const char *msg);
 
 /* Request r's result: written (or kept for its turn) if the caller is
  * there. */
@@ -325,15 +326,16 @@ static void
 batch_abort(struct batch *b, enum kind kind, const char *why)
 {
 	struct breq *q;
+	uint64_t throttle;
 	size_t i;
 
 	b->complete = 0;
 	while ((q = TAILQ_FIRST(&b->live)) != NULL)
 		upstream_abort(q->u, kind, why);	/* its done takes it off the list */
-	while (sched_pop_new(b->sb, &i))
-		batch_result_error(b, i, kind, why);
+	while (sched_pop_new(b->sb, &i, &throttle))
+		batch_result_error(b, i, throttle, kind, why);
 	while (!b->intake_done && b->next_intake < b->n)
-		batch_result_error(b, b->next_intake++, kind, why);
+		batch_result_error(b, b->next_intake++, 0, kind, why);
 	b->intake_done = 1;
 	if (b->done == b->n)
 		batch_finish(b);
@@ -498,7 +500,8 @@ batch_start_stream(struct batch *b)
 
 /* A result for request index that never reached an upstream. */
 static void
-batch_result_error(struct batch *b, size_t index, enum kind kind, const char *msg)
+batch_result_error(struct batch *b, size_t index, uint64_t throttle_us, enum kind kind,
+    const char *msg)
 {
 	struct report r;
 
@@ -507,6 +510,7 @@ batch_result_error(struct batch *b, size_t index, enum kind kind, const char *ms
 	r.kind = kind;
 	snprintf(r.msg, sizeof(r.msg), "%s", msg);
 	r.t_end = now_us();
+	r.throttle_us = throttle_us;
 	metrics.requests[kind]++;
 	batch_result(b, &r);
 }
@@ -612,7 +616,7 @@ batch_intake_slice(struct batch *b)
 		size_t i = b->next_intake;
 
 		if (intake_request(json_array_get(reqs, i), &b->opts, &spec, why, sizeof(why)) < 0)
-			batch_result_error(b, i, KIND_INVALID_REQUEST, why);
+			batch_result_error(b, i, 0, KIND_INVALID_REQUEST, why);
 		else
 			sched_enqueue_new(b->sb, &spec.url, i);
 		url_free(&spec.url);

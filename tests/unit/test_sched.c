@@ -762,13 +762,13 @@ test_pop_new_and_free(void)
 	sched_batch_start(f->sb);
 	settle();
 	CHECK(nrec == 2 && recs[0].index == 0 && recs[1].index == 1);
-	while (sched_pop_new(f->sb, &index)) {
+	while (sched_pop_new(f->sb, &index, NULL)) {
 		CHECK(index >= 2 && index < 10 && !(seen & 1u << index));
 		seen |= 1u << index;
 		got++;
 	}
 	CHECK(got == 8);
-	CHECK(sched_pop_new(f->sb, &index) == 0);
+	CHECK(sched_pop_new(f->sb, &index, NULL) == 0);
 	CHECK(metrics.requests_queued == 0);
 	finish(&recs[0], DROP_IDLE);
 	finish(&recs[1], DROP_CLOSE);
@@ -808,8 +808,8 @@ test_free_while_parked(void)
 	sched_batch_start(v->sb);
 	settle();
 	CHECK(nrec == 1);
-	CHECK(sched_pop_new(y->sb, &index) && index == 0);
-	CHECK(sched_pop_new(v->sb, &index) && index == 0);
+	CHECK(sched_pop_new(y->sb, &index, NULL) && index == 0);
+	CHECK(sched_pop_new(v->sb, &index, NULL) && index == 0);
 	fake_free(y);
 	fake_free(v);
 	finish(&recs[0], DROP_CLOSE);
@@ -957,7 +957,7 @@ drain(struct fake *f)
 {
 	size_t index;
 
-	while (sched_pop_new(f->sb, &index))
+	while (sched_pop_new(f->sb, &index, NULL))
 		;
 }
 

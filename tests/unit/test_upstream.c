@@ -1694,7 +1694,8 @@ test_owner_response(void)
 	answer(&f, resp);
 	ra = f.rec.last_retry_after;
 	CHECK(f.rec.responses == 1 && f.rec.last_response == 429);
-	CHECK(ra >= 9000000 && ra <= 10000000 && ra % 1000000 == 0);
+	/* To the microsecond: the date is a whole second, the clock is not. */
+	CHECK(ra > 8000000 && ra <= 10000000);
 	CHECK(f.rec.status == 429);	/* retries 0: the result */
 	fx_free_req(&f);
 
