@@ -86,8 +86,7 @@ api_origin(const struct origin *o, void *arg)
 	json_t *e;
 
 	pool_origin_info(o, &p);
-	if (sched_origin_info(o, &s) < 0)
-		memset(&s, 0, sizeof(s));
+	(void)sched_origin_info(o, &s);
 	e = json_pack("{s:s,s:{s:i,s:i,s:i,s:i},s:i,s:i,s:I}",
 	    "origin", pool_origin_key(o),
 	    "connections", "total", (json_int_t)p.conns, "http/1.1", (json_int_t)(p.conns - p.mux),

@@ -357,7 +357,8 @@ batch_summary(struct batch *b)
 static void batch_finish(struct batch *b);
 static void batch_stream_pause(struct batch *b, int paused);
 static size_t batch_stream_ahead(const struct batch *b);
-static void batch_result_error(struct batch *b, size_t index, enum kind kind, const char *msg);
+static void batch_result_error(struct batch *b, size_t index, uint64_t throttle_us,
+    enum kind kind, const char *msg);
 
 /* Request r's result: written (or kept for its turn) if the caller is
  * there. */
@@ -429,17 +430,18 @@ static void
 batch_abort(struct batch *b, enum kind kind, const char *why)
 {
 	struct breq *q;
+	uint64_t throttle;
 	size_t i;
 
 	b->complete = 0;
 	while ((q = TAILQ_FIRST(&b->live)) != NULL)
 		upstream_abort(q->u, kind, why);	/* its done takes it off the list */
-	while (sched_pop_new(b->sb, &i)) {
+	while (sched_pop_new(b->sb, &i, &throttle)) {
 		b->queued -= b->stream;
-		batch_result_error(b, i, kind, why);
+		batch_result_error(b, i, throttle, kind, why);
 	}
 	while (!b->stream && !b->intake_done && b->next_intake < b->n)
-		batch_result_error(b, b->next_intake++, kind, why);
+		batch_result_error(b, b->next_intake++, 0, kind, why);
 	if (b->stream && b->req != NULL)
 		batch_stream_pause(b, 1);	/* the rest of the upload is not read */
 	b->intake_done = 1;
@@ -571,7 +573,8 @@ batch_start_stream(struct batch *b)
 
 /* A result for request index that never reached an upstream. */
 static void
-batch_result_error(struct batch *b, size_t index, enum kind kind, const char *msg)
+batch_result_error(struct batch *b, size_t index, uint64_t throttle_us, enum kind kind,
+    const char *msg)
 {
 	struct report r;
 
@@ -580,6 +583,7 @@ batch_result_error(struct batch *b, size_t index, enum kind kind, const char *ms
 	r.kind = kind;
 	snprintf(r.msg, sizeof(r.msg), "%s", msg);
 	r.t_end = now_us();
+	r.throttle_us = throttle_us;
 	metrics.requests[kind]++;
 	batch_result(b, &r);
 }
@@ -718,7 +722,7 @@ batch_intake_slice(struct batch *b)
 		size_t i = b->next_intake;
 
 		if (intake_request(json_array_get(reqs, i), &b->opts, &spec, why, sizeof(why)) < 0)
-			batch_result_error(b, i, KIND_INVALID_REQUEST, why);
+			batch_result_error(b, i, 0, KIND_INVALID_REQUEST, why);
 		else
 			sched_enqueue_new(b->sb, &spec.url, i);
 		url_free(&spec.url);
@@ -864,14 +868,14 @@ batch_stream_request(struct batch *b, json_t *elem, const char *err)
 	memset(&spec, 0, sizeof(spec));
 	if (elem == NULL) {
 		snprintf(why, sizeof(why), "not JSON: %s", err);
-		batch_result_error(b, i, KIND_INVALID_REQUEST, why);
+		batch_result_error(b, i, 0, KIND_INVALID_REQUEST, why);
 		return;
 	}
 	bring_set(&b->elems, i, elem);
 	if (!json_is_string(elem) && !json_is_object(elem))
-		batch_result_error(b, i, KIND_INVALID_REQUEST, "must be a string or an object");
+		batch_result_error(b, i, 0, KIND_INVALID_REQUEST, "must be a string or an object");
 	else if (intake_request(elem, &b->opts, &spec, why, sizeof(why)) < 0)
-		batch_result_error(b, i, KIND_INVALID_REQUEST, why);
+		batch_result_error(b, i, 0, KIND_INVALID_REQUEST, why);
 	else {
 		sched_enqueue_new(b->sb, &spec.url, i);
 		b->queued++;
@@ -1003,7 +1007,7 @@ batch_stream_read(struct batch *b)
 			return;
 		}
 		batch_stream_pause(b, 1);
-		batch_result_error(b, b->n++, KIND_INVALID_REQUEST, "line over max_request_bytes");
+		batch_result_error(b, b->n++, 0, KIND_INVALID_REQUEST, "line over max_request_bytes");
 		batch_stream_over(b, SRV_INPUT_BAD);
 		return;
 	}

@@ -31,6 +31,8 @@ enum pool_kind { POOL_KIND_UNKNOWN, POOL_KIND_SINGLE, POOL_KIND_MUX };
 struct origin {
 	char *key;			/* "http://host:port", the map key */
 	int https;
+	char *host;			/* as url.c keeps it */
+	uint16_t port;
 	enum pool_kind kind;
 	unsigned probing;		/* connections in their handshake, opened by
 					 * takers that can multiplex */
@@ -248,6 +250,7 @@ pool_origin_free(struct origin *o)
 	map_del(pool.origins, o->key);
 	tls_sessions_free(o->tls);
 	free(o->key);
+	free(o->host);
 	free(o);
 }
 
@@ -265,6 +268,8 @@ pool_origin_get(const struct url *u)
 		o = xcalloc(1, sizeof(*o));
 		o->key = xstrdup(u->origin);
 		o->https = u->https;
+		o->host = xstrdup(u->host);
+		o->port = u->port;
 		o->tls = tls_sessions_new();
 		TAILQ_INIT(&o->idle);
 		TAILQ_INIT(&o->muxed);
@@ -287,6 +292,24 @@ pool_origin_put(struct origin *o)
 	TAILQ_INSERT_TAIL(&pool.retired, o, retire_link);
 	if (++pool.nretired > POOL_MAX_RETIRED)
 		pool_origin_free(TAILQ_FIRST(&pool.retired));
+}
+
+int
+pool_origin_https(const struct origin *o)
+{
+	return o->https;
+}
+
+const char *
+pool_origin_host(const struct origin *o)
+{
+	return o->host;
+}
+
+unsigned
+pool_origin_port(const struct origin *o)
+{
+	return o->port;
 }
 
 const char *

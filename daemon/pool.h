@@ -38,6 +38,10 @@ void pool_shutdown(void);
 struct origin *pool_origin_get(const struct url *u);
 void pool_origin_put(struct origin *o);
 const char *pool_origin_key(const struct origin *o);
+/* Its parts: https or not, the host as url.c keeps it, the port. */
+int pool_origin_https(const struct origin *o);
+const char *pool_origin_host(const struct origin *o);
+unsigned pool_origin_port(const struct origin *o);
 /* One pointer of the layer above's per-origin state; NULL at first. */
 void *pool_origin_data(const struct origin *o);
 void pool_origin_set_data(struct origin *o, void *data);

@@ -30,9 +30,6 @@
  * origin; kept while its throttle has something to remember. */
 struct sorigin {
 	struct origin *origin;
-	int https;			/* to look its rate_limit up again on a reload */
-	char *host;
-	uint16_t port;
 	unsigned refs;			/* bhosts */
 	TAILQ_HEAD(, bhost) waiters;	/* bhosts waiting for this origin's limit */
 	TAILQ_HEAD(, bhost) held;	/* bhosts held back by its throttle */
@@ -175,6 +172,7 @@ sched_shutdown(void)
 	sched.pump = NULL;
 	conf_unref(sched.conf);
 	sched.conf = NULL;
+	memset(&sched.rules, 0, sizeof(sched.rules));
 }
 
 static void
@@ -279,12 +277,21 @@ sorigin_throttles(const struct sorigin *so)
 	return throttle_bucket_on(&so->bucket) || so->pause.until != 0 || so->pause.window != 0;
 }
 
+/* The rate_limit line for o in the configuration now in force, or NULL. */
+static const struct conf_rate *
+sched_rate_of(const struct origin *o)
+{
+	if (sched.conf == NULL)
+		return NULL;
+	return conf_rate_find(sched.conf, pool_origin_https(o), pool_origin_host(o),
+	    (uint16_t)pool_origin_port(o));
+}
+
 /* Looks up its rate_limit in the configuration now in force. */
 static void
 sorigin_configure(struct sorigin *so)
 {
-	so->limit = sched.conf != NULL ? conf_rate_find(sched.conf, so->https, so->host, so->port) :
-	    NULL;
+	so->limit = sched_rate_of(so->origin);
 	if (so->limit != NULL)
 		throttle_bucket_set(&so->bucket, so->limit->rate, so->limit->burst);
 	else
@@ -337,7 +344,6 @@ sorigin_free(struct sorigin *so)
 	event_free(so->timer);
 	pool_origin_set_data(so->origin, NULL);
 	pool_origin_put(so->origin);
-	free(so->host);
 	free(so);
 }
 
@@ -372,7 +378,8 @@ sorigin_timer(evutil_socket_t fd, short what, void *arg)
 	if (so->paused && !throttle_paused(&so->pause, now)) {
 		so->paused = 0;
 		metrics.origins_paused--;
-	}
+	} else if (so->paused)	/* set sooner, for a token: the pause's end is still to come */
+		sorigin_arm(so, so->pause.until);
 	sorigin_wake(so);
 	sorigin_maybe_free(so, now);
 }
@@ -386,9 +393,6 @@ sorigin_get(const struct url *u)
 	if (so == NULL) {
 		so = xcalloc(1, sizeof(*so));
 		so->origin = o;
-		so->https = u->https;
-		so->host = xstrdup(u->host);
-		so->port = u->port;
 		so->timer = evtimer_new(sched.base, sorigin_timer, so);
 		TAILQ_INIT(&so->waiters);
 		TAILQ_INIT(&so->held);
@@ -497,6 +501,14 @@ bhost_fresh_head(const struct bhost *bh)
 	return bh->fresh[bh->fhead].index;
 }
 
+/* How long a queued request has been held back by a throttle: its
+ * bhost's held time since it was queued. */
+static uint64_t
+bhost_fresh_held_us(const struct bhost *bh, const struct fresh *f)
+{
+	return (uint64_t)((uint32_t)(bhost_held_us(bh) / 1000u) - f->held_ms) * 1000u;
+}
+
 static struct fresh
 bhost_fresh_pop(struct bhost *bh)
 {
@@ -510,13 +522,16 @@ bhost_fresh_pop(struct bhost *bh)
 }
 
 int
-sched_pop_new(struct sched_batch *sb, size_t *index)
+sched_pop_new(struct sched_batch *sb, size_t *index, uint64_t *throttle_us)
 {
 	struct bhost *bh;
 
 	TAILQ_FOREACH(bh, &sb->hosts, all) {
 		if (bh->fcount > 0) {
-			*index = bhost_fresh_pop(bh).index;
+			struct fresh f = bhost_fresh_pop(bh);
+			*index = f.index;
+			if (throttle_us != NULL)
+				*throttle_us = bhost_fresh_held_us(bh, &f);
 			return 1;
 		}
 	}
@@ -670,16 +685,17 @@ int
 sched_origin_info(const struct origin *o, struct sched_origin_info *info)
 {
 	const struct sorigin *so = pool_origin_data(o);
+	const struct conf_rate *limit = so != NULL ? so->limit : sched_rate_of(o);
 
-	if (so == NULL)
-		return -1;
 	memset(info, 0, sizeof(*info));
+	if (limit != NULL) {
+		info->rate = limit->rate;
+		info->burst = limit->burst;
+	}
+	if (so == NULL)
+		return -1;	/* forgotten: nothing held back, nothing queued */
 	info->in_flight = so->running;
 	info->queued = so->queued;
-	if (so->limit != NULL) {
-		info->rate = so->limit->rate;
-		info->burst = so->limit->burst;
-	}
 	if (throttle_paused(&so->pause, now_us())) {
 		info->paused_until = so->pause.until;
 		info->pause_status = so->pause.status;
@@ -854,7 +870,7 @@ sched_dispatch(struct bhost *bh, struct conn *c, enum pool_rc how)
 		struct fresh f = bhost_fresh_pop(bh);
 		r = xcalloc(1, sizeof(*r));
 		r->index = f.index;
-		r->throttle_us = (uint64_t)((uint32_t)(bhost_held_us(bh) / 1000u) - f.held_ms) * 1000u;
+		r->throttle_us = bhost_fresh_held_us(bh, &f);
 		r->bh = bh;
 		bh->running++;
 		bh->so->running++;

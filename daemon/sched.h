@@ -59,9 +59,10 @@ void sched_batch_free(struct sched_batch *sb);
 
 /* Queues request index for u's origin, as an index only. */
 void sched_enqueue_new(struct sched_batch *sb, const struct url *u, size_t index);
-/* Takes any queued new request's index off sb's queues: for cancelling.
+/* Takes any queued new request's index off sb's queues: for cancelling;
+ * *throttle_us (if not NULL): how long it was held back by a throttle.
  * Returns 0 when none is left. */
-int sched_pop_new(struct sched_batch *sb, size_t *index);
+int sched_pop_new(struct sched_batch *sb, size_t *index, uint64_t *throttle_us);
 
 /* The batch's output: paused, only the request it waits for (need_index, or
  * SIZE_MAX) and continuing ones may go. */
@@ -104,7 +105,8 @@ struct sched_origin_info {
 	int64_t retry_after_us;	/* as the origin said; -1: it did not */
 	unsigned window;	/* a restart's window; 0: none */
 };
-/* 0 and *info, or -1 when no batch has wanted o lately. */
+/* Fills *info, with the configured limit even for an origin no batch has
+ * wanted lately; returns -1 when that is all the scheduler knows of it. */
 int sched_origin_info(const struct origin *o, struct sched_origin_info *info);
 
 #endif

@@ -97,8 +97,8 @@ throttle_pause_len(struct throttle_pause *p, const struct throttle_rules *rules,
 		if (len > THROTTLE_429_MAX_US)
 			len = THROTTLE_429_MAX_US;
 	}
-	if (status == 429 && !renewal && p->level < 32)
-		p->level++;
+	if (status == 429 && retry_after_us < 0 && !renewal && p->level < 32)
+		p->level++;	/* only the pauses the origin left to us double */
 	return len < rules->max_us ? len : rules->max_us;
 }
 

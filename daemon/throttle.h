@@ -41,7 +41,7 @@ struct throttle_pause {
 	uint64_t len;		/* the pause's length, for a late 429 to renew */
 	int status;		/* the response that started it: 429 or 503 */
 	int64_t retry_after;	/* microseconds, as the origin said; -1: it did not */
-	unsigned level;		/* 429s in a row: the next pause without Retry-After is 1 s << level */
+	unsigned level;		/* 429s without Retry-After in a row: the next such pause is 1 s << level */
 	unsigned epoch;		/* pauses begun; a request carries the one it was sent in */
 	unsigned window;	/* slow restart: requests in flight allowed; 0: none */
 };

@@ -760,8 +760,13 @@ upstream_retry_after(const struct h1_head *h)
 	const char *end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	if (end == NULL || *end != '\0')
 		return -1;
-	time_t at = timegm(&tm), now = time(NULL);
-	return at > now ? (int64_t)(at - now) * 1000000 : 0;
+	/* Against the clock to the microsecond: whole seconds of time()
+	 * would pause up to a second too long. */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t at = (int64_t)timegm(&tm) * 1000000;
+	int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return at > now ? at - now : 0;
 }
 
 static int

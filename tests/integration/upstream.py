@@ -9,9 +9,10 @@ instead of sleeping.
 Paths (query parameters in brackets; on any path, close=1 answers with
 "Connection: close" and closes, so the daemon cannot keep the connection):
   /ok                       200 "ok\\n"
-  /status/N                 status N [retry_after=S]
+  /status/N                 status N [retry_after=S] [retry_after_date=S]
   /delay/MS                 200 after MS milliseconds (gives up early if the peer closes)
   /wait/NAME                200 once the test sets event(NAME) (or the peer closes)
+                            [status=N: answers N instead] [retry_after=S] [retry_after_date=S]
   /bytes/N                  N binary bytes (not UTF-8), application/octet-stream
   /text/N                   N ASCII bytes, text/plain
   /utf8                     non-ASCII UTF-8 text;  /latin1: text/plain that is not UTF-8
@@ -31,11 +32,20 @@ Paths (query parameters in brackets; on any path, close=1 answers with
   /longnames/N              two headers whose N-byte names differ only in their last byte
   /malformed/KIND           te_cl, dup_cl, bad_chunk, bare_lf, garbage_status, truncated,
                             truncated_chunked, bad_status_code
-  /flaky/N                  the first N hits of [key=path] get [status=503] [retry_after=S], then 200
+  /flaky/N                  the first N hits of [key=path] get [status=503] [retry_after=S]
+                            [retry_after_date=S], then 200
   /retry-after/N            /flaky/N with Retry-After: 1 by default
   /closeidle                200 with keep-alive framing, then the server closes the connection
                             at once [mode=onreuse: keeps it open and drops the next request
                             that arrives on it without answering]
+
+Retry-After, wherever a route takes it: retry_after=S is sent verbatim (any text);
+retry_after_date=S sends an HTTP-date S whole seconds after the next whole second of the
+wall clock (so the pause it asks for is between S and S+1 seconds), and records that
+instant (time.time() scale) as the request's retry_after_until.
+
+Each Request records its arrival (t_start, monotonic; t_wall, time.time()), the status it
+was answered with (status) and when the answer's first byte left (t_answer, monotonic).
 
 TLS mode: Upstream(host, tls=ctx) serves the same routes over TLS (ctx: a server SSLContext,
 or a callable returning one, e.g. tls_support.PKI.context_factory("good")). Each connection's
@@ -48,8 +58,10 @@ answers 400 and closes (as real HTTP servers do) and counts it in tls_on_plain.
 """
 
 from headers import HeaderLookup
+import email.utils
 import gzip
 import json
+import math
 import os
 import select
 import socket
@@ -121,7 +133,11 @@ class Request(HeaderLookup):
         self.path = split.path
         self.query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         self.t_start = time.monotonic()
+        self.t_wall = time.time()  # the same instant on the wall clock (for HTTP-dates)
         self.t_end = None
+        self.t_answer = None  # monotonic time the answer's first byte left
+        self.status = None  # the status answered (respond())
+        self.retry_after_until = None  # retry_after_date: the instant sent (time.time() scale)
         self.tls = None  # the connection's tls_support.TlsConn (TLS mode)
         # None while unanswered; "responded" from the first byte of the answer on,
         # unless the peer went away ("peer_closed"); or "dropped", "aborted".
@@ -563,6 +579,7 @@ class _Conn:
         if req is None or req.answered:
             return
         req.answered = True
+        req.t_answer = time.monotonic()
         if req.outcome is None:
             req.outcome = "responded"
         with self.server.cond:
@@ -580,6 +597,8 @@ class _Conn:
         if head_only is None:
             head_only = self.req is not None and self.req.method == "HEAD"
         reason = reason or REASONS.get(status, "Whatever")
+        if self.req is not None:
+            self.req.status = status
         out = ["HTTP/1.1 %d %s" % (status, reason)]
         if self.req is not None and self.req.query.get("close") == "1":
             headers = list(headers) + [("Connection", "close")]
@@ -609,10 +628,20 @@ class _Conn:
     def r_ok(self, req, arg):
         self.respond(200, b"ok\n", [("Content-Type", "text/plain")])
 
-    def r_status(self, req, arg):
-        hdrs = [("Content-Type", "text/plain")]
+    @staticmethod
+    def retry_after(req, hdrs):
+        """Adds Retry-After as the query asks (retry_after=S verbatim, or retry_after_date=S:
+        an HTTP-date S s after the next whole second, recorded in req.retry_after_until)."""
         if "retry_after" in req.query:
             hdrs.append(("Retry-After", req.query["retry_after"]))
+        elif "retry_after_date" in req.query:
+            until = math.ceil(time.time()) + int(req.query["retry_after_date"])
+            req.retry_after_until = until
+            hdrs.append(("Retry-After", email.utils.formatdate(until, usegmt=True)))
+        return hdrs
+
+    def r_status(self, req, arg):
+        hdrs = self.retry_after(req, [("Content-Type", "text/plain")])
         code = int(arg)
         if code in (204, 304) or code < 200:
             self.respond(code, b"", hdrs)
@@ -628,7 +657,8 @@ class _Conn:
         if not self.pause(IO_TIMEOUT, ev):
             self.respond(504, b"never released\n")
             return False
-        self.respond(200, ("released %s\n" % arg).encode(), [("Content-Type", "text/plain")])
+        code = int(req.query.get("status", 200))
+        self.respond(code, ("released %s\n" % arg).encode(), self.retry_after(req, [("Content-Type", "text/plain")]))
 
     def r_bytes(self, req, arg):
         self.respond(200, binary_bytes(int(arg)), [("Content-Type", "application/octet-stream")])
@@ -749,9 +779,7 @@ class _Conn:
         key = req.query.get("key", req.path)
         n = self.server._flaky_hit(key)
         if n < int(arg):
-            hdrs = [("Content-Type", "text/plain")]
-            if "retry_after" in req.query:
-                hdrs.append(("Retry-After", req.query["retry_after"]))
+            hdrs = self.retry_after(req, [("Content-Type", "text/plain")])
             self.respond(int(req.query.get("status", 503)), b"try again\n", hdrs)
         else:
             self.respond(200, b"ok after %d\n" % n, [("Content-Type", "text/plain")])

@@ -678,6 +678,69 @@ test_refcount(void)
 	CHECK(conf_ref(NULL) == NULL);
 }
 
+/* rate_limit lines: the forms taken, how a host finds its line, and each
+ * refusal with its message. */
+static void
+test_rate_limit(void)
+{
+	struct conf *c = load(
+	    "rate_limit = https://API.example.com 10 5\n"
+	    "rate_limit = http://127.0.0.1:8080/ 0.5\n"
+	    "rate_limit = http://[::0001]:81 2\n"
+	    "rate_limit = https://*.example.com 50\n"
+	    "rate_limit = https://*.b.example.com 7 2\n"
+	    "backoff = 0\n"
+	    "max_backoff_s = 60\n");
+	const struct conf_rate *r;
+
+	CHECK(c != NULL);
+	if (c == NULL)
+		return;
+	CHECK(c->nrate_limit == 5 && c->backoff == 0 && c->max_backoff_s == 60);
+	r = conf_rate_find(c, 1, "api.example.com", 443);	/* exact wins over patterns */
+	CHECK(r != NULL && r->rate == 10 && r->burst == 5 && !r->wildcard);
+	r = conf_rate_find(c, 0, "127.0.0.1", 8080);
+	CHECK(r != NULL && r->rate == 0.5 && r->burst == 1);
+	r = conf_rate_find(c, 0, "::1", 81);	/* IPv6 kept as url.c keeps it */
+	CHECK(r != NULL && r->rate == 2);
+	r = conf_rate_find(c, 1, "x.example.com", 443);
+	CHECK(r != NULL && r->rate == 50);
+	r = conf_rate_find(c, 1, "a.b.example.com", 443);	/* the longest domain */
+	CHECK(r != NULL && r->rate == 7 && r->burst == 2);
+	CHECK(conf_rate_find(c, 1, "example.com", 443) == NULL);	/* strictly below */
+	CHECK(conf_rate_find(c, 1, "badexample.com", 443) == NULL);
+	CHECK(conf_rate_find(c, 0, "x.example.com", 80) == NULL);	/* scheme and port count */
+	CHECK(conf_rate_find(c, 1, "x.example.com", 8443) == NULL);
+	CHECK(conf_rate_find(c, 0, "127.0.0.1", 80) == NULL);
+	conf_unref(c);
+
+	check_error("rate_limit = ftp://x 1\n",
+	    "t.conf:1: rate_limit: \"ftp://x\": origin must start with http:// or https://\n");
+	check_error("rate_limit = http://x 0\n",
+	    "t.conf:1: rate_limit: rate \"0\" must be a number above 0 and at most 1000000\n");
+	check_error("rate_limit = http://x 1e3\n",
+	    "t.conf:1: rate_limit: rate \"1e3\" must be a number above 0 and at most 1000000\n");
+	check_error("rate_limit = http://x -1\n",
+	    "t.conf:1: rate_limit: rate \"-1\" must be a number above 0 and at most 1000000\n");
+	check_error("rate_limit = http://x 1 0\n",
+	    "t.conf:1: rate_limit: burst \"0\" must be between 1 and 1000000\n");
+	check_error("rate_limit = http://x\n",
+	    "t.conf:1: rate_limit: expected \"ORIGIN RATE [BURST]\"\n");
+	check_error("rate_limit = http://x 1 2 3\n",
+	    "t.conf:1: rate_limit: expected \"ORIGIN RATE [BURST]\"\n");
+	check_error("rate_limit = http://x/a 1\n",
+	    "t.conf:1: rate_limit: \"http://x/a\": an origin has no path, query or user\n");
+	check_error("rate_limit = http://u@x 1\n",
+	    "t.conf:1: rate_limit: \"http://u@x\": not a host name, IPv4 address, [IPv6] or "
+	    "*.domain\n");
+	check_error("rate_limit = http://x:0 1\n",
+	    "t.conf:1: rate_limit: \"http://x:0\": port must be a number between 1 and 65535\n");
+	check_error("rate_limit = http://[::1 1\n",
+	    "t.conf:1: rate_limit: \"http://[::1\": not an IPv6 address inside \"[]\"\n");
+	check_error("rate_limit = http://x 1\nrate_limit = HTTP://X:80 2\n",
+	    "t.conf:2: rate_limit: a limit for this origin is already set\n");
+}
+
 int
 main(void)
 {
@@ -702,6 +765,7 @@ main(void)
 	test_set_listen();
 	test_cidr();
 	test_refcount();
+	test_rate_limit();
 	if (rmdir(tmpdir) == -1)
 		perror(tmpdir);
 	return UNIT_DONE();

@@ -6,8 +6,13 @@
  * Covered: the index ring, batch and per-origin limits, turn-taking between
  * batches and between a batch's origins, the pool's limits parking and
  * waking requests without polling, output pause, requeue (fresh, cancelled
- * while queued), generations, cancel and free. */
+ * while queued), generations, cancel and free. Then the throttle, on real
+ * time: a batch's rate_per_host, a configured rate_limit shared fairly by
+ * batches, a 429's pause for every batch and the slow restart after it,
+ * the throttled time a request reports, /v1/origins' view, a reload, and
+ * no polling while requests are held. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -16,10 +21,13 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "conf.h"
+#include "log.h"
 #include "metrics.h"
 #include "pool.h"
 #include "sched.h"
 #include "url.h"
+#include "util.h"
 #include "unit.h"
 
 #define NINDEX 6000	/* request indexes a fake batch can have */
@@ -49,6 +57,8 @@ struct rec {
 	char org;
 	int reused;
 	int again;		/* dispatched before: a requeued request */
+	uint64_t t;		/* now_us() at dispatch */
+	uint64_t throttled;	/* sched_req_throttled_us then */
 };
 
 static struct rec recs[NREC];
@@ -139,6 +149,8 @@ fake_dispatch(void *owner, struct sched_req *r, struct conn *c, int reused)
 	d->index = sched_req_index(r);
 	d->org = f->org[d->index];
 	d->again = sched_req_data(r) != NULL;
+	d->t = now_us();
+	d->throttled = sched_req_throttled_us(r);
 	if (d->org == 0) {
 		fprintf(stderr, "index %zu was never queued\n", d->index);
 		abort();
@@ -159,16 +171,23 @@ fake_dispatch(void *owner, struct sched_req *r, struct conn *c, int reused)
 		finish(d, DROP_CLOSE);
 }
 
+/* A batch with rate_per_host rate (0: none) and rate_burst burst. */
 static struct fake *
-fake_new(unsigned concurrency, unsigned per_host)
+fake_new_rate(unsigned concurrency, unsigned per_host, double rate, unsigned burst)
 {
 	struct fake *f = calloc(1, sizeof(*f));
 
 	if (f == NULL)
 		abort();
 	f->sb = sched_batch_new(fake_dispatch, f, &(struct sched_limits){
-		.concurrency = concurrency, .per_host = per_host, .burst = 1 });
+		.concurrency = concurrency, .per_host = per_host, .rate = rate, .burst = burst });
 	return f;
+}
+
+static struct fake *
+fake_new(unsigned concurrency, unsigned per_host)
+{
+	return fake_new_rate(concurrency, per_host, 0, 1);
 }
 
 static void
@@ -743,13 +762,13 @@ test_pop_new_and_free(void)
 	sched_batch_start(f->sb);
 	settle();
 	CHECK(nrec == 2 && recs[0].index == 0 && recs[1].index == 1);
-	while (sched_pop_new(f->sb, &index)) {
+	while (sched_pop_new(f->sb, &index, NULL)) {
 		CHECK(index >= 2 && index < 10 && !(seen & 1u << index));
 		seen |= 1u << index;
 		got++;
 	}
 	CHECK(got == 8);
-	CHECK(sched_pop_new(f->sb, &index) == 0);
+	CHECK(sched_pop_new(f->sb, &index, NULL) == 0);
 	CHECK(metrics.requests_queued == 0);
 	finish(&recs[0], DROP_IDLE);
 	finish(&recs[1], DROP_CLOSE);
@@ -789,8 +808,8 @@ test_free_while_parked(void)
 	sched_batch_start(v->sb);
 	settle();
 	CHECK(nrec == 1);
-	CHECK(sched_pop_new(y->sb, &index) && index == 0);
-	CHECK(sched_pop_new(v->sb, &index) && index == 0);
+	CHECK(sched_pop_new(y->sb, &index, NULL) && index == 0);
+	CHECK(sched_pop_new(v->sb, &index, NULL) && index == 0);
 	fake_free(y);
 	fake_free(v);
 	finish(&recs[0], DROP_CLOSE);
@@ -860,12 +879,665 @@ test_reload_raises_per_host(void)
 	teardown();
 }
 
+/*
+ * The throttle. These run on real time: a token at 50/s is 20 ms. Lower
+ * bounds are exact (a token is never early by now_us()); upper bounds
+ * allow for timers' lateness and a slow sanitised build.
+ */
+
+#define MS 1000u		/* microseconds */
+#define LATE_US (40 * MS)	/* how late a wake-up may be and still pass */
+
+/* A configuration made from text, as the daemon loads it. */
+static struct conf *
+conf_text(const char *text)
+{
+	char path[] = "/tmp/test_sched.XXXXXX";
+	int fd = mkstemp(path);
+	struct conf *c;
+
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		abort();
+	close(fd);
+	c = conf_load(path, stderr);
+	unlink(path);
+	if (c == NULL)
+		abort();
+	return c;
+}
+
+/* sched_configure with text (NULL: every default), as start-up and a
+ * reload do; the scheduler keeps its own reference. */
+static void
+configure(const char *text)
+{
+	struct conf *c = text != NULL ? conf_text(text) : conf_new_default();
+
+	sched_configure(c);
+	conf_unref(c);
+}
+
+static void
+guard_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	*(int *)arg = 1;
+}
+
+/* Runs the loop, blocking, until n dispatches are recorded or ms pass;
+ * returns the loop turns it took (a scheduler that polled would take
+ * thousands). */
+static unsigned
+run_until(size_t n, unsigned ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	int fired = 0;
+	struct event *g = evtimer_new(base, guard_cb, &fired);
+	unsigned turns = 0;
+
+	evtimer_add(g, &tv);
+	while (!fired && nrec < n && turns < 100000) {
+		event_base_loop(base, EVLOOP_ONCE);
+		turns++;
+	}
+	event_free(g);
+	return turns;
+}
+
+static unsigned
+run_ms(unsigned ms)
+{
+	return run_until(SIZE_MAX, ms);
+}
+
+/* Cancels what f still has queued. */
+static void
+drain(struct fake *f)
+{
+	size_t index;
+
+	while (sched_pop_new(f->sb, &index, NULL))
+		;
+}
+
+static size_t
+count_of(const struct fake *f, char org, size_t from, size_t to)
+{
+	size_t n = 0;
+
+	for (size_t i = from; i < to && i < nrec; i++)
+		n += recs[i].f == f && recs[i].org == org;
+	return n;
+}
+
+/* The scheduler's view of an origin, for /v1/origins. */
+static int
+origin_info(char org, struct sched_origin_info *info)
+{
+	struct origin *o = pool_origin_get(url_of(org));
+	int rc = sched_origin_info(o, info);
+
+	pool_origin_put(o);
+	return rc;
+}
+
+/* rate_per_host 50/s with a burst of 3: three at once to each origin,
+ * then one every 20 ms, never early; each origin of the batch has its
+ * own bucket. */
+static void
+test_rate_per_host(void)
+{
+	struct fake *f;
+	uint64_t first = 0;
+	size_t k = 0, nb = 0;
+	int early = 0, late = 0;
+	unsigned turns;
+
+	setup(100, 100);
+	configure(NULL);
+	f = fake_new_rate(100, 100, 50, 3);
+	f->at_once = 1;
+	for (size_t i = 0; i < 12; i++)
+		enq(f, 'a', i);
+	for (size_t i = 12; i < 17; i++)
+		enq(f, 'b', i);
+	sched_batch_start(f->sb);
+	settle();
+	CHECK(nrec == 6);	/* the bursts */
+	CHECK(count_of(f, 'a', 0, nrec) == 3 && count_of(f, 'b', 0, nrec) == 3);
+	turns = run_until(17, 2000);
+	CHECK(nrec == 17);
+	for (size_t i = 0; i < nrec; i++) {
+		if (recs[i].org != 'a')
+			continue;
+		if (k == 0)
+			first = recs[i].t;
+		/* The k-th (from 0) is due (k - 2) intervals after the first. */
+		if (k >= 3) {
+			uint64_t due = first + (k - 2) * 20 * MS;
+			early += recs[i].t + MS < due;	/* 1 ms: the first's own dispatch */
+			late += recs[i].t > due + LATE_US;
+		}
+		k++;
+	}
+	CHECK(k == 12 && early == 0 && late == 0);
+	for (size_t i = 0; i < nrec; i++)
+		nb += recs[i].org == 'b' && recs[i].index == 16 &&
+		    recs[i].t >= recs[0].t + 2 * 20 * MS - MS;
+	CHECK(nb == 1);	/* b's last, two intervals on */
+	CHECK(turns < 100);	/* about one wake-up per token */
+	CHECK(metrics.requests_queued == 0);
+	fake_free(f);
+	teardown();
+}
+
+/* A retry takes a token too: with 10/s, a request requeued at once goes
+ * again only 100 ms after it first went. */
+static void
+test_rate_counts_retries(void)
+{
+	struct fake *f;
+
+	setup(100, 100);
+	configure(NULL);
+	f = fake_new_rate(8, 8, 10, 1);
+	enq(f, 'a', 0);
+	sched_batch_start(f->sb);
+	settle();
+	CHECK(nrec == 1);
+	requeue(&recs[0], DROP_CLOSE, 'a', 0);
+	settle();
+	CHECK(nrec == 1);
+	run_until(2, 1000);
+	CHECK(nrec == 2 && recs[1].again);
+	CHECK(recs[1].t >= recs[0].t + 100 * MS - MS);
+	CHECK(recs[1].t <= recs[0].t + 100 * MS + LATE_US);
+	finish(&recs[1], DROP_CLOSE);
+	fake_free(f);
+	teardown();
+}
+
+/* A configured rate_limit is shared by every batch: a batch with 1,000
+ * queued and one with a single request take turns, the single one going
+ * within two tokens of joining; together they stay at the limit. Another
+ * origin is not held back at all. */
+static void
+test_rate_limit_shared_fair(void)
+{
+	struct fake *x, *y, *z;
+	size_t mark, at = SIZE_MAX, alt_from, bad = 0;
+	uint64_t t0;
+
+	setup(100, 100);
+	configure("rate_limit = http://a.test 50\n");
+	x = fake_new(8, 8);
+	y = fake_new(8, 8);
+	z = fake_new(8, 8);
+	x->at_once = y->at_once = z->at_once = 1;
+	for (size_t i = 0; i < 1000; i++)
+		enq(x, 'a', i);
+	sched_batch_start(x->sb);
+	settle();
+	CHECK(nrec == 1);	/* a burst of 1 */
+	t0 = recs[0].t;
+	run_until(4, 1000);
+	CHECK(nrec == 4);
+
+	mark = nrec;
+	enq(y, 'a', 0);
+	sched_batch_start(y->sb);
+	run_until(mark + 3, 1000);
+	for (size_t i = mark; i < nrec; i++)
+		if (recs[i].f == y && at == SIZE_MAX)
+			at = i;
+	CHECK(at != SIZE_MAX && at <= mark + 1);
+
+	/* y with many more: strict turns. */
+	for (size_t i = 1; i < 21; i++)
+		enq(y, 'a', i);
+	alt_from = nrec;
+	run_until(alt_from + 20, 2000);
+	CHECK(nrec >= alt_from + 20);
+	for (size_t i = alt_from + 1; i < alt_from + 20 && i < nrec; i++)
+		bad += recs[i].f == recs[i - 1].f;
+	CHECK(bad == 0);
+
+	/* Shared: both together no faster than 50/s. */
+	CHECK(recs[nrec - 1].t + MS >= t0 + (nrec - 1) * 20 * MS);
+
+	/* Another origin: all at once, while a.test is still throttled. */
+	mark = nrec;
+	for (size_t i = 0; i < 20; i++)
+		enq(z, 'b', i);
+	sched_batch_start(z->sb);
+	settle();
+	CHECK(count_of(z, 'b', mark, nrec) == 20);
+	CHECK(count_of(x, 'a', mark, nrec) + count_of(y, 'a', mark, nrec) <= 1);
+	drain(x);
+	drain(y);
+	fake_free(x);
+	fake_free(y);
+	fake_free(z);
+	teardown();
+}
+
+/* The stricter of the batch's rate and the configured one applies, and a
+ * wildcard limit gives each origin below the domain a bucket of its own. */
+static void
+test_rate_stricter_and_wildcard(void)
+{
+	struct fake *f;
+	uint64_t gap;
+	size_t mark;
+
+	setup(100, 100);
+	configure("rate_limit = http://*.test 100\n");
+	f = fake_new_rate(8, 8, 20, 1);	/* 50 ms, stricter than 10 ms */
+	f->at_once = 1;
+	for (size_t i = 0; i < 3; i++) {
+		enq(f, 'a', i);
+		enq(f, 'b', 10 + i);
+	}
+	sched_batch_start(f->sb);
+	settle();
+	CHECK(nrec == 2 && recs[0].org != recs[1].org);	/* a bucket each */
+	run_until(6, 1000);
+	CHECK(nrec == 6);
+	gap = recs[5].t - recs[0].t;
+	CHECK(gap + MS >= 2 * 50 * MS);	/* the batch's 20/s, not 100/s */
+	fake_free(f);
+
+	/* The other way round: the configured limit is the stricter. */
+	f = fake_new_rate(8, 8, 1000, 1);
+	f->at_once = 1;
+	configure("rate_limit = http://*.test 20\n");
+	mark = nrec;
+	for (size_t i = 0; i < 3; i++)
+		enq(f, 'c', i);
+	sched_batch_start(f->sb);
+	run_until(mark + 3, 1000);
+	CHECK(nrec == mark + 3);
+	CHECK(recs[mark + 2].t + MS >= recs[mark].t + 2 * 50 * MS);
+	fake_free(f);
+	teardown();
+}
+
+/* A 429 with Retry-After pauses the origin for every batch; other origins
+ * go on; the loop sleeps through it. At its end the origin restarts with
+ * one request in flight, until a success lets two go, then four, ... up
+ * to max_per_host * max_streams (here 4), where the restart ends. */
+static void
+test_pause_and_restart(void)
+{
+	struct sched_origin_info info;
+	struct fake *x, *y, *z;
+	size_t mark;
+	uint64_t until, t, p429 = metrics.origin_pauses[0];
+	unsigned turns;
+
+	setup(100, 100);
+	configure("max_per_host = 1\nmax_streams = 4\n");
+	x = fake_new(8, 8);
+	y = fake_new(8, 8);
+	z = fake_new(8, 8);
+	z->at_once = 1;
+	enq(x, 'a', 0);
+	sched_batch_start(x->sb);
+	settle();
+	CHECK(nrec == 1);
+	CHECK(origin_info('a', &info) == 0 && info.paused_until == 0 && info.window == 0);
+	t = now_us();
+	CHECK(sched_response(recs[0].r, 429, 300 * MS) == 1);
+	until = t + 300 * MS;
+	CHECK(metrics.origins_paused == 1 && metrics.origin_pauses[0] == p429 + 1);
+	CHECK(origin_info('a', &info) == 0);
+	CHECK(info.paused_until >= until && info.paused_until <= now_us() + 300 * MS);
+	CHECK(info.pause_status == 429 && info.retry_after_us == 300 * MS);
+	CHECK(info.window == 1 && info.in_flight == 1 && info.queued == 0);
+	finish(&recs[0], DROP_CLOSE);	/* the 429 was that request's result */
+
+	for (size_t i = 1; i < 4; i++)
+		enq(x, 'a', i);
+	for (size_t i = 0; i < 4; i++)
+		enq(y, 'a', i);
+	sched_batch_start(y->sb);
+	for (size_t i = 0; i < 4; i++)
+		enq(z, 'b', i);
+	sched_batch_start(z->sb);
+	settle();
+	CHECK(nrec == 5 && count_of(z, 'b', 1, nrec) == 4);
+	CHECK(origin_info('a', &info) == 0 && info.queued == 7 && info.in_flight == 0);
+
+	/* Held: nothing goes, and the loop is not woken meanwhile. */
+	turns = run_ms(200);
+	CHECK(nrec == 5);
+	CHECK(turns <= 5);
+
+	/* The end: one request, and only one. */
+	mark = nrec;
+	run_until(mark + 1, 1000);
+	CHECK(nrec == mark + 1);
+	CHECK(recs[mark].org == 'a' && recs[mark].t >= until);
+	CHECK(recs[mark].t <= until + 100 * MS);
+	run_ms(50);
+	CHECK(nrec == mark + 1);
+	CHECK(metrics.origins_paused == 0);
+	CHECK(origin_info('a', &info) == 0 && info.paused_until == 0 && info.window == 1);
+	CHECK(info.pause_status == 0);
+
+	/* A failure frees its place, but the window stays at one. */
+	finish(&recs[mark], DROP_CLOSE);
+	settle();
+	CHECK(nrec == mark + 2);
+	run_ms(30);
+	CHECK(nrec == mark + 2);
+
+	/* A success: two in flight. */
+	CHECK(sched_response(recs[mark + 1].r, 200, -1) == 0);
+	settle();
+	CHECK(nrec == mark + 3);
+	CHECK(origin_info('a', &info) == 0 && info.window == 2 && info.in_flight == 2);
+	/* Another: four, which is max_per_host * max_streams: the end. */
+	CHECK(sched_response(recs[mark + 2].r, 200, -1) == 0);
+	settle();
+	CHECK(origin_info('a', &info) == 0 && info.window == 0);
+	CHECK(nrec == mark + 7);	/* all 7 of a's, the rest at once */
+	for (size_t i = mark + 1; i < nrec; i++)
+		finish(&recs[i], DROP_CLOSE);
+	CHECK(metrics.origins_paused == 0);
+	fake_free(x);
+	fake_free(y);
+	fake_free(z);
+	teardown();
+}
+
+/* A 429 of a request sent before the pause (in the same volley) renews it
+ * without doubling and counts no new pause; a 503 pauses only with
+ * Retry-After; backoff = 0 turns it all off. */
+static void
+test_pause_rules(void)
+{
+	struct sched_origin_info info;
+	struct fake *x;
+	uint64_t t, p429 = metrics.origin_pauses[0], p503 = metrics.origin_pauses[1];
+
+	setup(100, 100);
+	configure("max_backoff_s = 2\n");
+	x = fake_new(8, 8);
+	for (size_t i = 0; i < 3; i++)
+		enq(x, 'a', i);
+	sched_batch_start(x->sb);
+	settle();
+	CHECK(nrec == 3);
+	t = now_us();
+	CHECK(sched_response(recs[0].r, 429, -1) == 1);	/* 1 s */
+	CHECK(sched_response(recs[1].r, 429, -1) == 1);	/* the same volley: renews */
+	CHECK(metrics.origin_pauses[0] == p429 + 1);	/* one pause, renewed */
+	CHECK(origin_info('a', &info) == 0);
+	CHECK(info.paused_until >= t + 1000 * MS && info.paused_until <= now_us() + 1000 * MS);
+	CHECK(info.retry_after_us == -1 && info.pause_status == 429);
+	/* Retry-After beyond max_backoff_s: 2 s. */
+	CHECK(sched_response(recs[2].r, 503, 3600 * 1000 * MS) == 1);
+	CHECK(origin_info('a', &info) == 0 && info.pause_status == 503);
+	CHECK(info.paused_until <= now_us() + 2000 * MS && info.paused_until >= t + 2000 * MS);
+	CHECK(metrics.origin_pauses[1] == p503);	/* a renewal, not a new pause */
+	for (size_t i = 0; i < 3; i++)
+		finish(&recs[i], DROP_CLOSE);
+	fake_free(x);
+	teardown();
+	CHECK(metrics.origins_paused == 0);	/* forgotten with its origin */
+
+	setup(100, 100);
+	configure(NULL);
+	x = fake_new(8, 8);
+	enq(x, 'a', 0);
+	sched_batch_start(x->sb);
+	settle();
+	CHECK(sched_response(recs[0].r, 503, -1) == 0);
+	CHECK(sched_response(recs[0].r, 500, 5000 * MS) == 0);
+	CHECK(sched_response(recs[0].r, 404, -1) == 0);
+	CHECK(origin_info('a', &info) == 0 && info.paused_until == 0 && info.window == 0);
+	CHECK(metrics.origins_paused == 0);
+	configure("backoff = 0\n");
+	CHECK(sched_response(recs[0].r, 429, 5000 * MS) == 0);
+	CHECK(sched_response(recs[0].r, 429, -1) == 0);
+	CHECK(origin_info('a', &info) == 0 && info.paused_until == 0);
+	enq(x, 'a', 1);
+	settle();
+	CHECK(nrec == 2);
+	finish(&recs[0], DROP_CLOSE);
+	finish(&recs[1], DROP_CLOSE);
+	fake_free(x);
+	teardown();
+}
+
+/* A pause outlives the batch that met it: the origin is remembered, and a
+ * batch that comes after waits for its end. */
+static void
+test_pause_outlives_batch(void)
+{
+	struct sched_origin_info info;
+	struct fake *x, *y;
+	uint64_t until;
+
+	setup(100, 100);
+	configure(NULL);
+	x = fake_new(8, 8);
+	enq(x, 'a', 0);
+	sched_batch_start(x->sb);
+	settle();
+	CHECK(sched_response(recs[0].r, 429, 200 * MS) == 1);
+	until = now_us() + 200 * MS - 5 * MS;
+	finish(&recs[0], DROP_CLOSE);
+	fake_free(x);
+	CHECK(origin_info('a', &info) == 0 && info.paused_until != 0 && info.in_flight == 0);
+	y = fake_new(8, 8);
+	y->at_once = 1;
+	enq(y, 'a', 0);
+	sched_batch_start(y->sb);
+	settle();
+	CHECK(nrec == 1);
+	run_until(2, 1000);
+	CHECK(nrec == 2 && recs[1].f == y && recs[1].t >= until);
+	fake_free(y);
+	CHECK(origin_info('b', &info) == -1);	/* never wanted */
+	teardown();
+}
+
+/* The gauge of origins paused follows each pause's end, when nothing is
+ * queued for the origin, and when the origin's timer was set for a token
+ * as the pause began and nothing is held afterwards. */
+static void
+test_pause_gauge_ends(void)
+{
+	struct sched_origin_info info;
+	struct fake *x;
+
+	setup(100, 100);
+	configure(NULL);
+	x = fake_new(8, 8);
+	enq(x, 'a', 0);
+	sched_batch_start(x->sb);
+	settle();
+	CHECK(sched_response(recs[0].r, 429, 50 * MS) == 1);
+	finish(&recs[0], DROP_CLOSE);
+	CHECK(metrics.origins_paused == 1);
+	run_ms(120);
+	CHECK(metrics.origins_paused == 0);
+	fake_free(x);
+	teardown();
+
+	setup(100, 100);
+	configure("rate_limit = http://a.test 10\n");
+	x = fake_new(8, 8);
+	enq(x, 'a', 0);
+	enq(x, 'a', 1);
+	sched_batch_start(x->sb);
+	settle();
+	CHECK(nrec == 1);	/* the second waits for a token, 100 ms on */
+	CHECK(sched_response(recs[0].r, 429, 150 * MS) == 1);
+	drain(x);		/* cancelled: nothing is held any more */
+	finish(&recs[0], DROP_CLOSE);
+	CHECK(metrics.origins_paused == 1);
+	run_ms(300);
+	CHECK(origin_info('a', &info) == 0 && info.paused_until == 0);
+	CHECK(metrics.origins_paused == 0);
+	fake_free(x);
+	teardown();
+	CHECK(metrics.origins_paused == 0);
+}
+
+/* sched_req_throttled_us: a retry waiting out a pause in the queue grows
+ * it; once it runs, it stands still. A new request queued behind a rate
+ * limit reports its own wait. */
+static void
+test_throttled_us(void)
+{
+	struct fake *x;
+	struct sched_req *r;
+	uint64_t a, b, t;
+
+	setup(100, 100);
+	configure(NULL);
+	x = fake_new(8, 8);
+	enq(x, 'a', 0);
+	sched_batch_start(x->sb);
+	settle();
+	CHECK(nrec == 1 && recs[0].throttled == 0);
+	r = recs[0].r;
+	CHECK(sched_req_throttled_us(r) == 0);
+	CHECK(sched_response(r, 429, 200 * MS) == 1);
+	t = now_us();
+	requeue(&recs[0], DROP_CLOSE, 'a', 0);	/* its retry, held by the pause */
+	settle();
+	CHECK(nrec == 1);
+	run_ms(50);
+	a = sched_req_throttled_us(r);
+	CHECK(a >= 45 * MS && a <= now_us() - t);
+	run_ms(50);
+	b = sched_req_throttled_us(r);
+	CHECK(b >= a + 45 * MS);
+	run_until(2, 1000);
+	CHECK(nrec == 2 && recs[1].r == r && recs[1].again);
+	CHECK(recs[1].throttled >= 190 * MS && recs[1].throttled <= recs[1].t - t);
+	run_ms(50);	/* running: no more */
+	CHECK(sched_req_throttled_us(r) == recs[1].throttled);
+	finish(&recs[1], DROP_CLOSE);
+	fake_free(x);
+
+	/* New requests behind 10/s: each reports what it waited. */
+	configure("rate_limit = http://b.test 10\n");
+	x = fake_new(8, 8);
+	for (size_t i = 0; i < 3; i++)
+		enq(x, 'b', i);
+	sched_batch_start(x->sb);
+	settle();
+	CHECK(nrec == 3 && recs[2].throttled == 0);
+	run_until(5, 1000);
+	CHECK(nrec == 5);
+	CHECK(recs[3].throttled >= 95 * MS && recs[3].throttled <= recs[3].t - recs[2].t + MS);
+	CHECK(recs[4].throttled >= 195 * MS && recs[4].throttled <= recs[4].t - recs[2].t + MS);
+	for (size_t i = 2; i < 5; i++)
+		finish(&recs[i], DROP_CLOSE);
+	CHECK(metrics.throttled_requests >= 3);
+	fake_free(x);
+	teardown();
+}
+
+/* What /v1/origins shows: the configured limit, requests in flight and
+ * queued (every batch's, continuing ones included). An origin kept only
+ * for its throttle is forgotten once its bucket is full again. */
+static void
+test_origin_info(void)
+{
+	struct sched_origin_info info;
+	struct fake *x, *y;
+
+	setup(100, 100);
+	configure("rate_limit = http://a.test 10 2\nrate_limit = http://c.test:81 5\n");
+	CHECK(origin_info('a', &info) == -1);	/* no batch wants it yet */
+	x = fake_new(8, 8);
+	y = fake_new(8, 8);
+	for (size_t i = 0; i < 5; i++)
+		enq(x, 'a', i);
+	enq(y, 'a', 0);
+	enq(y, 'c', 1);
+	sched_batch_start(x->sb);
+	sched_batch_start(y->sb);
+	settle();
+	CHECK(nrec == 3);	/* the burst of 2, and c.test:80, which has no limit */
+	CHECK(origin_info('a', &info) == 0);
+	CHECK(info.rate == 10 && info.burst == 2);
+	CHECK(info.in_flight == 2 && info.queued == 4);
+	CHECK(info.paused_until == 0 && info.pause_status == 0 && info.window == 0);
+	CHECK(origin_info('c', &info) == 0 && info.rate == 0 && info.in_flight == 1);
+	/* A retry waiting counts as queued and in flight. */
+	requeue(&recs[0], DROP_CLOSE, 'a', 0);
+	CHECK(origin_info('a', &info) == 0 && info.in_flight == 2 && info.queued == 5);
+	drain(x);
+	drain(y);
+	recs[0].f->running--;
+	sched_finished(recs[0].r);	/* the retry, cancelled while it waits */
+	finish(&recs[1], DROP_CLOSE);
+	finish(&recs[2], DROP_CLOSE);
+	fake_free(x);
+	fake_free(y);
+	CHECK(origin_info('a', &info) == 0 && info.in_flight == 0 && info.queued == 0);
+	CHECK(origin_info('c', &info) == -1);	/* nothing to remember */
+	run_ms(250);	/* the bucket refills: forgotten */
+	CHECK(origin_info('a', &info) == -1);
+	teardown();
+}
+
+/* A reload changes a limit for the origins known already: a faster one
+ * speeds the queue up, none lets it all go. */
+static void
+test_reload_changes_limit(void)
+{
+	struct sched_origin_info info;
+	struct fake *f;
+	size_t mark;
+	uint64_t t;
+
+	setup(100, 100);
+	configure("rate_limit = http://a.test 10\n");
+	f = fake_new(100, 100);
+	f->at_once = 1;
+	for (size_t i = 0; i < 60; i++)
+		enq(f, 'a', i);
+	sched_batch_start(f->sb);
+	run_ms(150);
+	CHECK(nrec == 2);
+	CHECK(origin_info('a', &info) == 0 && info.rate == 10);
+
+	configure("rate_limit = http://a.test 200\n");
+	CHECK(origin_info('a', &info) == 0 && info.rate == 200 && info.burst == 1);
+	mark = nrec;
+	t = now_us();
+	run_ms(150);
+	/* The token promised at 10/s stays due (<= 50 ms on), then 5 ms each
+	 * from when it was due (the first may have been woken up to an
+	 * interval late). */
+	CHECK(nrec - mark >= 10);
+	CHECK(recs[nrec - 1].t + 5 * MS >= recs[mark].t + (nrec - 1 - mark) * 5 * MS);
+	CHECK(recs[mark].t <= t + 50 * MS + LATE_US);
+
+	configure(NULL);
+	CHECK(origin_info('a', &info) == 0 && info.rate == 0);
+	settle();
+	CHECK(nrec == 60);
+	fake_free(f);
+	teardown();
+}
+
 int
 main(void)
 {
 	static const char *const u[] = { "http://a.test/", "http://b.test/", "http://c.test/" };
 	char why[128];
 
+	log_level = LOG_LEVEL_WARN;	/* not the pauses' info lines */
 	for (int i = 0; i < 3; i++)
 		if (url_parse(&urls[i], u[i], why, sizeof(why)) != 0)
 			abort();
@@ -889,6 +1561,17 @@ main(void)
 	test_big_batch_does_not_starve_small(DROP_CLOSE);
 	test_big_batch_does_not_starve_small(DROP_IDLE);
 	test_reload_raises_per_host();
+	test_rate_per_host();
+	test_rate_counts_retries();
+	test_rate_limit_shared_fair();
+	test_rate_stricter_and_wildcard();
+	test_pause_and_restart();
+	test_pause_rules();
+	test_pause_outlives_batch();
+	test_pause_gauge_ends();
+	test_throttled_us();
+	test_origin_info();
+	test_reload_changes_limit();
 	for (int i = 0; i < 3; i++)
 		url_free(&urls[i]);
 	return UNIT_DONE();

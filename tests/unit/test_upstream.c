@@ -2,14 +2,16 @@
  * a socketpair with the test playing the server and a fake owner recording
  * the callbacks: the request on the wire, the response's framing and
  * decoding, and every way an attempt ends (result, stale-connection retry,
- * redirect, status retry, timeout, abort). A few cases connect for real, to
- * a listener on loopback. */
+ * redirect, status retry, timeout, abort), and what the owner's throttle
+ * is told and tells (responses, a paused origin, throttled waits). A few
+ * cases connect for real, to a listener on loopback. */
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -73,6 +75,8 @@ struct rec {
 	int64_t last_retry_after;	/* and its Retry-After */
 	int paused;			/* what the owner answers: the origin is paused */
 	uint64_t throttled_us;		/* what the owner says r was held back */
+	uint64_t rep_throttle_us;	/* the report's throttle_us, */
+	uint64_t t_dispatch, t_end;	/* and its times */
 };
 
 /* One test's world: a loop, the pool and upstream on it, a batch's options
@@ -137,6 +141,9 @@ own_done(void *arg, const struct report *rep)
 		evbuffer_copyout(rep->body, k->body, sizeof(k->body) - 1);
 	k->bytes = rep->bytes;
 	k->attempts = rep->attempts;
+	k->rep_throttle_us = rep->throttle_us;
+	k->t_dispatch = rep->t_dispatch;
+	k->t_end = rep->t_end;
 	k->reused = rep->reused;
 	snprintf(k->remote, sizeof(k->remote), "%s", rep->remote);
 	snprintf(k->final_url, sizeof(k->final_url), "%s",
@@ -1625,6 +1632,260 @@ test_policy_blocks(void)
 	fx_done(&f);
 }
 
+/*
+ * The owner's throttle: responses reported, a paused origin's retries, and
+ * throttled waits that are queue time, not timeout_ms.
+ */
+
+/* time(NULL) + s as an HTTP-date, for Retry-After. */
+static const char *
+http_date(char *buf, size_t len, long s)
+{
+	time_t t = time(NULL) + s;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	return buf;
+}
+
+/* Answers f->r with resp and waits for its end. */
+static void
+answer(struct fx *f, const char *resp)
+{
+	char req[4096];
+
+	CHECK(srv_read(f, req, sizeof(req)) > 0);
+	srv_write(f, resp);
+	CHECK(wait_for(f, &f->rec.done, 1));
+}
+
+/* The owner hears of each final head, once, with its status and
+ * Retry-After in microseconds (seconds or an HTTP-date; -1 when absent or
+ * unreadable), and of no interim one; a redirect's and a retried
+ * response's heads are final heads too. */
+static void
+test_owner_response(void)
+{
+	struct fx f;
+	char date[64], resp[256], req[4096];
+	int64_t ra;
+
+	fx_init(&f, "GET");
+	fx_new(&f, URL);
+	fx_start(&f, f.o, 0);
+	answer(&f, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nRetry-After: 7\r\n"
+	    "Content-Length: 2\r\n\r\nok");
+	CHECK(f.rec.responses == 1 && f.rec.last_response == 201);
+	CHECK(f.rec.last_retry_after == 7000000);
+	CHECK(f.rec.status == 201);
+	fx_free_req(&f);
+
+	fx_new(&f, URL);
+	fx_start(&f, f.o, 0);
+	answer(&f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	CHECK(f.rec.responses == 1 && f.rec.last_response == 200 && f.rec.last_retry_after == -1);
+	fx_free_req(&f);
+
+	fx_new(&f, URL);
+	fx_start(&f, f.o, 0);
+	snprintf(resp, sizeof(resp), "HTTP/1.1 429 Too Many\r\nRetry-After: %s\r\n"
+	    "Content-Length: 0\r\n\r\n", http_date(date, sizeof(date), 10));
+	answer(&f, resp);
+	ra = f.rec.last_retry_after;
+	CHECK(f.rec.responses == 1 && f.rec.last_response == 429);
+	/* To the microsecond: the date is a whole second, the clock is not. */
+	CHECK(ra > 8000000 && ra <= 10000000);
+	CHECK(f.rec.status == 429);	/* retries 0: the result */
+	fx_free_req(&f);
+
+	/* A date past is now; an unreadable value is none. */
+	fx_new(&f, URL);
+	fx_start(&f, f.o, 0);
+	snprintf(resp, sizeof(resp), "HTTP/1.1 503 Busy\r\nRetry-After: %s\r\n"
+	    "Content-Length: 0\r\n\r\n", http_date(date, sizeof(date), -3600));
+	answer(&f, resp);
+	CHECK(f.rec.responses == 1 && f.rec.last_response == 503 && f.rec.last_retry_after == 0);
+	fx_free_req(&f);
+
+	fx_new(&f, URL);
+	fx_start(&f, f.o, 0);
+	answer(&f, "HTTP/1.1 503 Busy\r\nRetry-After: soon\r\nContent-Length: 0\r\n\r\n");
+	CHECK(f.rec.responses == 1 && f.rec.last_retry_after == -1);
+	fx_free_req(&f);
+
+	/* A redirect, then its hop's answer: two heads. */
+	fx_new(&f, URL);
+	fx_start(&f, f.o, 0);
+	CHECK(srv_read(&f, req, sizeof(req)) > 0);
+	srv_write(&f, "HTTP/1.1 302 Found\r\nLocation: /y\r\nContent-Length: 0\r\n\r\n");
+	CHECK(wait_for(&f, &f.rec.requeues, 1));
+	CHECK(f.rec.responses == 1 && f.rec.last_response == 302);
+	CHECK(fx_start(&f, f.o, 0) == POOL_REUSE);
+	answer(&f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	CHECK(f.rec.responses == 2 && f.rec.last_response == 200);
+	fx_free_req(&f);
+
+	/* A retried 503, then the retry's 200: two heads. */
+	f.opts.retries = 1;
+	fx_new(&f, URL);
+	fx_start(&f, f.o, 0);
+	CHECK(srv_read(&f, req, sizeof(req)) > 0);
+	srv_write(&f, "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
+	CHECK(wait_for(&f, &f.rec.requeues, 1));
+	CHECK(f.rec.responses == 1 && f.rec.last_response == 503);
+	CHECK(fx_start(&f, f.o, 0) == POOL_REUSE);
+	answer(&f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	CHECK(f.rec.responses == 2 && f.rec.last_response == 200 && f.rec.attempts == 2);
+	fx_free_req(&f);
+	fx_done(&f);
+}
+
+/* A 429 with Retry-After: 30 and a retry left. The origin paused (the
+ * owner says so): the retry waits only the short backoff, the pause being
+ * the queue's to wait, and is not refused though 30 s is past timeout_ms.
+ * Not paused: Retry-After is the retry's floor, and one past the time
+ * left makes the 429 the result. */
+static void
+test_retry_paused_origin(void)
+{
+	struct fx f;
+	char req[4096];
+	uint64_t t0;
+
+	fx_init(&f, "GET");
+	f.opts.retries = 1;
+	fx_new(&f, URL);
+	f.rec.paused = 1;
+	fx_start(&f, f.o, 0);
+	CHECK(srv_read(&f, req, sizeof(req)) > 0);
+	t0 = now_us();
+	srv_write(&f, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n");
+	CHECK(wait_for(&f, &f.rec.requeues, 1));
+	CHECK(f.rec.done == 0);
+	CHECK(f.rec.responses == 1 && f.rec.last_retry_after == 30000000);
+	CHECK(f.rec.t_requeue - t0 >= 50000 - TICK_SLACK_US);
+	CHECK(f.rec.t_requeue - t0 < 500000);	/* the backoff, 50 to 100 ms */
+	CHECK(fx_start(&f, f.o, 0) == POOL_REUSE);
+	answer(&f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	CHECK(f.rec.kind == KIND_NONE && f.rec.status == 200 && f.rec.attempts == 2);
+	fx_free_req(&f);
+
+	/* Paused, but no retry left: the 429 is the result. */
+	f.opts.retries = 0;
+	fx_new(&f, URL);
+	f.rec.paused = 1;
+	fx_start(&f, f.o, 0);
+	answer(&f, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n");
+	CHECK(f.rec.requeues == 0 && f.rec.status == 429 && f.rec.attempts == 1);
+	fx_free_req(&f);
+
+	/* Not paused: 30 s is past the 5 s left. */
+	f.opts.retries = 1;
+	fx_new(&f, URL);
+	fx_start(&f, f.o, 0);
+	answer(&f, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n");
+	CHECK(f.rec.requeues == 0 && f.rec.status == 429 && f.rec.attempts == 1);
+	CHECK(f.rec.responses == 1);
+	fx_free_req(&f);
+
+	/* Not paused, Retry-After: 1 within the time: waited in full. */
+	fx_new(&f, URL);
+	fx_start(&f, f.o, 0);
+	CHECK(srv_read(&f, req, sizeof(req)) > 0);
+	t0 = now_us();
+	srv_write(&f, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n");
+	CHECK(wait_for(&f, &f.rec.requeues, 1));
+	CHECK(f.rec.t_requeue - t0 >= 1000000 - TICK_SLACK_US);
+	CHECK(fx_start(&f, f.o, 0) == POOL_REUSE);
+	answer(&f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	CHECK(f.rec.status == 200 && f.rec.attempts == 2);
+	fx_free_req(&f);
+	fx_done(&f);
+}
+
+/* Every few ms, as a scheduler holding it would: the request's throttled
+ * time is all its wait since it was queued. */
+static void
+throttle_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct rec *k = arg;
+
+	(void)fd;
+	(void)what;
+	if (k->t_requeue != 0)
+		k->throttled_us = now_us() - k->t_requeue;
+}
+
+/* A retry queued behind a rate limit or a pause: while its owner reports
+ * it throttled, timeout_ms does not run out, however long; its report's
+ * throttle_us is the owner's, and t_dispatch moved on by it, so that the
+ * request's own time stays within timeout_ms. Not throttled, its time
+ * runs out as before. A wait before the first dispatch moves nothing. */
+static void
+test_queued_throttled(void)
+{
+	static const struct timeval five_ms = { 0, 5000 };
+	struct fx f;
+	struct event *tick;
+	char req[4096];
+	uint64_t before, after;
+
+	fx_init(&f, "GET");
+	f.opts.retries = 1;
+	f.opts.timeout_ms = f.spec.timeout_ms = 200;
+	fx_new(&f, URL);
+	tick = event_new(f.base, -1, EV_PERSIST, throttle_tick, &f.rec);
+	before = now_us();
+	fx_start(&f, f.o, 0);
+	after = now_us();
+	CHECK(srv_read(&f, req, sizeof(req)) > 0);
+	srv_write(&f, "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
+	CHECK(wait_for(&f, &f.rec.requeues, 1));
+	evtimer_add(tick, &five_ms);
+	run_for(&f, 500);	/* 2.5 times timeout_ms */
+	evtimer_del(tick);
+	CHECK(f.rec.done == 0);
+	CHECK(f.rec.throttled_us >= 400000);
+	CHECK(fx_start(&f, f.o, 0) == POOL_REUSE);
+	answer(&f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	CHECK(f.rec.kind == KIND_NONE && f.rec.status == 200 && f.rec.attempts == 2);
+	CHECK(f.rec.rep_throttle_us == f.rec.throttled_us);
+	CHECK(f.rec.t_dispatch - f.rec.throttled_us >= before);
+	CHECK(f.rec.t_dispatch - f.rec.throttled_us <= after);
+	CHECK(f.rec.t_end - f.rec.t_dispatch < 200000);
+	CHECK(f.rec.t_end - before >= 500000);
+	fx_free_req(&f);
+
+	/* Queued and not throttled: the retry times out. */
+	fx_new(&f, URL);
+	before = now_us();
+	fx_start(&f, f.o, 0);
+	CHECK(srv_read(&f, req, sizeof(req)) > 0);
+	srv_write(&f, "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
+	CHECK(wait_for(&f, &f.rec.requeues, 1));
+	CHECK(wait_for(&f, &f.rec.done, 1));
+	CHECK(f.rec.kind == KIND_TIMEOUT);
+	CHECK_STR(f.rec.msg, "connect not complete within 200 ms");
+	CHECK(now_us() - before >= 200000 - TICK_SLACK_US && now_us() - before < 400000);
+	CHECK(f.rec.rep_throttle_us == 0);
+	fx_free_req(&f);
+
+	/* Held back before it first went: queue time, t_dispatch not moved,
+	 * but reported. */
+	fx_new(&f, URL);
+	f.rec.throttled_us = 123000;
+	before = now_us();
+	fx_start(&f, f.o, 0);
+	after = now_us();
+	answer(&f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	CHECK(f.rec.rep_throttle_us == 123000);
+	CHECK(f.rec.t_dispatch >= before && f.rec.t_dispatch <= after);
+	fx_free_req(&f);
+	event_free(tick);
+	fx_done(&f);
+}
+
 static void
 run_all(void)
 {
@@ -1652,6 +1913,9 @@ run_all(void)
 	test_body_none();
 	test_real_connect();
 	test_policy_blocks();
+	test_owner_response();
+	test_retry_paused_origin();
+	test_queued_throttled();
 }
 
 int
