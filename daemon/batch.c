@@ -556,6 +556,8 @@ batch_document(struct srv_req *req, const struct conf *c, struct bopts *o,
 	return 0;
 }
 
+static const struct srv_handler batch_stream_handler;
+
 static void
 batch_start_stream(struct batch *b)
 {
@@ -563,8 +565,9 @@ batch_start_stream(struct batch *b)
 
 	/* The id in the daemon's log. */
 	snprintf(id, sizeof(id), "X-Fanoutd-Batch: %u\r\n", b->id);
+	/* A streamed batch's taker of the upload is the same handler. */
 	srv_stream_begin(b->req, 200, b->opts.ndjson ? "application/x-ndjson" :
-	    "application/json", id, &batch_handler, b);
+	    "application/json", id, b->stream ? &batch_stream_handler : &batch_handler, b);
 	if (!b->opts.ndjson) {
 		JOUT_LIT(b->out, "{\"results\":[\n");
 		batch_send(b, b->out);
