@@ -26,7 +26,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/%)
 
 .PHONY: all deps test-deps run test unit integration asan clean bench \
         install uninstall package package-test modgraph fuzz fuzz-smoke
-all: fanoutd
+all: fanoutd fanout
 
 deps:
 	@sh scripts/deps.sh
@@ -37,8 +37,18 @@ build/rel/%.o: daemon/%.c daemon/*.h | build/rel
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 build/asan/%.o: daemon/%.c daemon/*.h | build/asan
 	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -c -o $@ $<
-build/rel build/asan:
+build/rel build/asan build/cli build/cli-asan:
 	@mkdir -p $@
+
+# The fanout command: cli/, with the daemon's HTTP/1.1 reader.
+build/cli/%.o: cli/%.c daemon/*.h | build/cli
+	$(CC) $(ALL_CFLAGS) -iquote daemon -c -o $@ $<
+build/cli-asan/%.o: cli/%.c daemon/*.h | build/cli-asan
+	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -iquote daemon -c -o $@ $<
+fanout: build/cli/fanout.o build/rel/h1.o
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+build/asan/fanout: build/cli-asan/fanout.o build/asan/h1.o
+	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ $(LIBS)
 
 fanoutd: $(REL_OBJS) build/rel/main.o
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -116,11 +126,12 @@ unit: $(UNIT_BINS)
 modgraph: fanoutd
 	@scripts/modgraph build/rel >/dev/null
 
-integration: build/asan/fanoutd
-	FANOUTD_BIN=$(CURDIR)/build/asan/fanoutd $(PYTEST) -q -p no:cacheprovider tests/integration
+integration: build/asan/fanoutd build/asan/fanout
+	FANOUTD_BIN=$(CURDIR)/build/asan/fanoutd FANOUT_BIN=$(CURDIR)/build/asan/fanout \
+	    $(PYTEST) -q -p no:cacheprovider tests/integration
 
 test: test-deps
-	@$(MAKE) --no-print-directory fanoutd modgraph unit fuzz-smoke integration package-test
+	@$(MAKE) --no-print-directory fanoutd fanout modgraph unit fuzz-smoke integration package-test
 
 bench:
 	@sh scripts/deps.sh bench
@@ -128,7 +139,7 @@ bench:
 	scripts/bench
 
 clean:
-	rm -rf build fanoutd
+	rm -rf build fanoutd fanout
 
 # Installation. The Debian package uses PREFIX=/usr. The configuration, the
 # units and the sysusers file go where the system looks for them, whatever
