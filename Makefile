@@ -145,6 +145,7 @@ clean:
 # units and the sysusers file go where the system looks for them, whatever
 # PREFIX is. An existing configuration file is never overwritten.
 SBINDIR        ?= $(PREFIX)/sbin
+BINDIR         ?= $(PREFIX)/bin
 MANDIR         ?= $(PREFIX)/share/man
 SYSCONFDIR     ?= /etc
 SYSTEMDUNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
@@ -153,8 +154,9 @@ UNITS          := fanoutd.service fanoutd.socket
 
 # The units name /usr/sbin/fanoutd and /etc/fanoutd/; they are rewritten to
 # SBINDIR and SYSCONFDIR on the way.
-install: fanoutd
+install: fanoutd fanout
 	install -D -m 0755 fanoutd $(DESTDIR)$(SBINDIR)/fanoutd
+	install -D -m 0755 fanout $(DESTDIR)$(BINDIR)/fanout
 	@conf=$(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf; \
 	if [ -e $$conf ]; then echo "install: keeping $$conf; the shipped one is conf/fanoutd.conf"; \
 	else echo "install -D -m 0644 conf/fanoutd.conf $$conf"; install -D -m 0644 conf/fanoutd.conf $$conf; fi
@@ -167,12 +169,14 @@ install: fanoutd
 	install -D -m 0644 packaging/systemd/fanoutd.sysusers $(DESTDIR)$(SYSUSERSDIR)/fanoutd.conf
 	install -D -m 0644 doc/fanoutd.8 $(DESTDIR)$(MANDIR)/man8/fanoutd.8
 	install -D -m 0644 doc/fanoutd.conf.5 $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5
+	install -D -m 0644 doc/fanout.1 $(DESTDIR)$(MANDIR)/man1/fanout.1
 
 # Leaves the configuration file, as dpkg does until a purge.
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/fanoutd $(UNITS:%=$(DESTDIR)$(SYSTEMDUNITDIR)/%) \
+	rm -f $(DESTDIR)$(SBINDIR)/fanoutd $(DESTDIR)$(BINDIR)/fanout \
+	    $(UNITS:%=$(DESTDIR)$(SYSTEMDUNITDIR)/%) \
 	    $(DESTDIR)$(SYSUSERSDIR)/fanoutd.conf $(DESTDIR)$(MANDIR)/man8/fanoutd.8 \
-	    $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5
+	    $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5 $(DESTDIR)$(MANDIR)/man1/fanout.1
 
 # build/pkg/fanoutd_VERSION_ARCH.deb, built from a copy of the work tree.
 package:
