@@ -240,17 +240,26 @@ srv_arm(struct srv_conn *sc, const struct timeval *tv)
 	evtimer_add(sc->timer, tv);
 }
 
-/* Closes sc once its output is written, lingering for what the caller
- * still sends. */
+/* The output is all written: the sending side is shut, and the caller
+ * has SRV_LINGER_MS to close its own. */
 static void
-srv_close_after(struct srv_conn *sc)
+srv_linger(struct srv_conn *sc)
 {
 	static const struct timeval linger = { SRV_LINGER_MS / 1000, (SRV_LINGER_MS % 1000) * 1000 };
 
-	sc->closing = 1;
+	shutdown(bufferevent_getfd(sc->bev), SHUT_WR);
 	srv_arm(sc, &linger);
+}
+
+/* Closes sc once its output is written (the write timeout bounds that),
+ * lingering for what the caller still sends. */
+static void
+srv_close_after(struct srv_conn *sc)
+{
+	sc->closing = 1;
+	evtimer_del(sc->timer);
 	if (evbuffer_get_length(bufferevent_get_output(sc->bev)) == 0)
-		shutdown(bufferevent_getfd(sc->bev), SHUT_WR);
+		srv_linger(sc);
 	bufferevent_enable(sc->bev, EV_READ);	/* to drop and see the close */
 }
 
@@ -622,8 +631,9 @@ srv_write(struct bufferevent *bev, void *arg)
 	struct srv_conn *sc = arg;
 	struct srv_req *r = sc->req;
 
+	(void)bev;
 	if (sc->closing) {
-		shutdown(bufferevent_getfd(bev), SHUT_WR);
+		srv_linger(sc);
 		return;
 	}
 	if (r == NULL) {

@@ -1,10 +1,21 @@
 /* service.c: see service.h. The watchdog is pinged from a timer on the event
  * loop, not from a thread, so that a wedged loop stops the pings and the
- * manager restarts the daemon. */
+ * manager restarts the daemon.
+ *
+ * The periodic messages (STATUS, WATCHDOG) go out without blocking, by hand:
+ * sd_notify() sends with a blocking sendmsg(), and a notification socket
+ * nobody reads (its queue is net.unix.max_dgram_qlen, 10 here) stopped the
+ * whole event loop after ten status lines. One that would block is dropped:
+ * the next comes a second later. */
+#include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <systemd/sd-daemon.h>
@@ -21,7 +32,42 @@ static struct {
 	struct event *watchdog;
 	int stopping;
 	char last[256];
-} sv;
+	int fd;				/* non-blocking, to NOTIFY_SOCKET */
+	struct sockaddr_un addr;
+	socklen_t addrlen;
+} sv = { .fd = -1 };
+
+/* The manager's socket from NOTIFY_SOCKET: a path, or "@name" for an
+ * abstract one. -1 when there is none or it cannot be used. */
+static int
+service_open(void)
+{
+	const char *e = getenv("NOTIFY_SOCKET");
+	size_t n;
+
+	if (e == NULL || (e[0] != '/' && e[0] != '@') ||
+	    (n = strlen(e)) >= sizeof(sv.addr.sun_path))
+		return -1;
+	memset(&sv.addr, 0, sizeof(sv.addr));
+	sv.addr.sun_family = AF_UNIX;
+	memcpy(sv.addr.sun_path, e, n);
+	if (e[0] == '@')
+		sv.addr.sun_path[0] = '\0';
+	sv.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (e[0] == '/'));
+	sv.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	return sv.fd;
+}
+
+/* A periodic message: sent if the manager's queue has room, else dropped. */
+static void
+service_send(const char *msg)
+{
+	if (sv.fd < 0)
+		return;
+	if (sendto(sv.fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT,
+	    (const struct sockaddr *)&sv.addr, sv.addrlen) < 0 && errno != EAGAIN)
+		log_debug("notify: %s", strerror(errno));
+}
 
 /* "STATUS=" with what an operator asks first: is it busy, is it stuck. */
 static void
@@ -43,7 +89,7 @@ service_status(evutil_socket_t fd, short what, void *arg)
 	if (strcmp(line, sv.last) == 0)
 		return;
 	memcpy(sv.last, line, sizeof(line));
-	sd_notify(0, line);
+	service_send(line);
 }
 
 static void
@@ -52,7 +98,7 @@ service_ping(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	sd_notify(0, "WATCHDOG=1");
+	service_send("WATCHDOG=1");
 }
 
 static struct event *
@@ -71,7 +117,7 @@ service_init(struct event_base *base)
 {
 	uint64_t usec = 0;
 
-	if (getenv("NOTIFY_SOCKET") == NULL)
+	if (service_open() < 0)
 		return;
 	sv.status = service_every(base, SERVICE_STATUS_PERIOD_S * 1000000u, service_status);
 	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
@@ -88,7 +134,10 @@ service_shutdown(void)
 		event_free(sv.status);
 	if (sv.watchdog != NULL)
 		event_free(sv.watchdog);
+	if (sv.fd >= 0)
+		close(sv.fd);
 	memset(&sv, 0, sizeof(sv));
+	sv.fd = -1;
 }
 
 void
