@@ -461,13 +461,24 @@ batch_deadline(evutil_socket_t fd, short what, void *arg)
 	batch_abort(b, KIND_DEADLINE, why);
 }
 
+static void batch_begin(struct batch *b, const struct bopts *o);
+
 void
 batch_cancel_all(const char *why)
 {
 	struct batch *b;
 
-	TAILQ_FOREACH(b, &bs.all, link)
+	TAILQ_FOREACH(b, &bs.all, link) {
+		if (!b->started) {
+			/* A streamed batch before its first line: an empty
+			 * document, cut short, that lives until it is sent. */
+			struct bopts o;
+			char w[8];
+			intake_stream_first(NULL, b->conf, &o, w, sizeof(w));
+			batch_begin(b, &o);
+		}
 		batch_abort(b, KIND_CANCELLED, why);
+	}
 }
 
 /* The server is done with the caller's request: its answer was written
@@ -904,7 +915,7 @@ batch_stream_first(struct batch *b, json_t *line, const char *err)
 	}
 	batch_begin(b, &o);
 	if (rc == 1)
-		json_decref(line);
+		b->doc = line;	/* b->opts.headers points into it */
 	else
 		batch_stream_request(b, line, err);
 	return 0;
@@ -962,6 +973,26 @@ batch_stream_over(struct batch *b, enum srv_input how)
 		batch_finish(b);
 }
 
+/* A line longer than any request may be: the upload cannot go on (its
+ * next line would start in the middle of this one). A first line refuses
+ * the batch, and frees it. */
+static void
+batch_stream_too_long(struct batch *b)
+{
+	if (!b->started) {
+		char why[96];
+		snprintf(why, sizeof(why), "a line over %zu bytes (max_request_bytes)",
+		    b->conf->max_request_bytes);
+		batch_refuse(b->req, 413, why);
+		b->req = NULL;
+		batch_free(-1, 0, b);
+		return;
+	}
+	batch_stream_pause(b, 1);
+	batch_result_error(b, b->n++, 0, KIND_INVALID_REQUEST, "line over max_request_bytes");
+	batch_stream_over(b, SRV_INPUT_BAD);
+}
+
 static void
 batch_stream_read(struct batch *b)
 {
@@ -977,6 +1008,11 @@ batch_stream_read(struct batch *b)
 	while (batch_stream_room(b) || !b->started) {
 		if ((line = batch_stream_line(in, how == SRV_INPUT_END, &len)) == NULL)
 			break;
+		if (len > b->conf->max_request_bytes) {
+			free(line);
+			batch_stream_too_long(b);
+			return;
+		}
 		if (strspn(line, " \t") == len) {	/* a blank line is no request */
 			free(line);
 			continue;
@@ -998,20 +1034,7 @@ batch_stream_read(struct batch *b)
 		return;
 	}
 	if (evbuffer_get_length(in) > b->conf->max_request_bytes) {
-		/* A line longer than any request may be: the upload cannot go
-		 * on (its next line would start in the middle of this one). */
-		if (!b->started) {
-			char why[96];
-			snprintf(why, sizeof(why), "a line over %zu bytes (max_request_bytes)",
-			    b->conf->max_request_bytes);
-			batch_refuse(b->req, 413, why);
-			b->req = NULL;
-			batch_free(-1, 0, b);
-			return;
-		}
-		batch_stream_pause(b, 1);
-		batch_result_error(b, b->n++, 0, KIND_INVALID_REQUEST, "line over max_request_bytes");
-		batch_stream_over(b, SRV_INPUT_BAD);
+		batch_stream_too_long(b);
 		return;
 	}
 	batch_stream_pause(b, 0);

@@ -410,8 +410,9 @@ srv_body_begin(struct srv_req *r, enum srv_body mode)
 	r->mode = mode;
 	r->body = evbuffer_new();
 	h1_body_init(&r->br, &r->head);
-	r->input = r->head.framing == H1_NOBODY ? SRV_INPUT_END : SRV_INPUT_MORE;
-	if (expect != NULL && r->input == SRV_INPUT_MORE && r->head.minor == 1)
+	/* Even without a body: srv_read_body sees its (empty) end and tells the taker. */
+	r->input = SRV_INPUT_MORE;
+	if (expect != NULL && r->head.framing != H1_NOBODY && r->head.minor == 1)
 		evbuffer_add(bufferevent_get_output(sc->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	event_active(sc->next, 0, 0);
 }

@@ -2,11 +2,12 @@
  * loop, not from a thread, so that a wedged loop stops the pings and the
  * manager restarts the daemon.
  *
- * The periodic messages (STATUS, WATCHDOG) go out without blocking, by hand:
- * sd_notify() sends with a blocking sendmsg(), and a notification socket
- * nobody reads (its queue is net.unix.max_dgram_qlen, 10 here) stopped the
- * whole event loop after ten status lines. One that would block is dropped:
- * the next comes a second later. */
+ * Messages go out without blocking, by hand: sd_notify() sends with a
+ * blocking sendmsg(), and a notification socket nobody reads (its queue is
+ * net.unix.max_dgram_qlen, 10 here) stopped the whole event loop after ten
+ * status lines, a stop included. One that would block is dropped: a status
+ * line comes again a second later, and a manager that reads nothing acts
+ * on nothing anyway. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
@@ -58,7 +59,7 @@ service_open(void)
 	return sv.fd;
 }
 
-/* A periodic message: sent if the manager's queue has room, else dropped. */
+/* Sent if the manager's queue has room, else dropped. */
 static void
 service_send(const char *msg)
 {
@@ -143,7 +144,7 @@ service_shutdown(void)
 void
 service_ready(void)
 {
-	sd_notify(0, "READY=1");
+	service_send("READY=1");
 	service_status(-1, 0, NULL);
 }
 
@@ -152,13 +153,16 @@ service_reloading(void)
 {
 	/* MONOTONIC_USEC lets systemd >= 253 pair the reload with its request
 	 * (Type=notify-reload); older managers ignore it. */
-	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, now_us());
+	char msg[64];
+
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, now_us());
+	service_send(msg);
 }
 
 void
 service_stopping(void)
 {
 	sv.stopping = 1;
-	sd_notify(0, "STOPPING=1");
+	service_send("STOPPING=1");
 	service_status(-1, 0, NULL);
 }
