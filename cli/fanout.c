@@ -61,6 +61,7 @@ static struct {
 	const char *outdir;
 	int fail;
 	int quiet, verbose;
+	int body_implied;		/* -o asked for base64: a document's choice wins */
 
 	/* The connection. */
 	struct event_base *base;
@@ -90,7 +91,7 @@ static struct {
 	const char *kind_names[16];
 	size_t nkinds;
 	uint64_t t_start, t_progress;
-	int exit_code;
+	int incomplete;			/* the summary said complete: false */
 } fo;
 
 static void fo_read_input(void);
@@ -301,10 +302,15 @@ fo_options(int argc, char **argv)
 		fo_die(EXIT_USAGE, "URLs come from the arguments or from -i, not both");
 	if (fo.batch_doc && fo.nurls > 0)
 		fo_die(EXIT_USAGE, "--batch reads a document from -i or standard input, not URLs");
+	if (fo.batch_doc && (fo.method != NULL || fo.data != NULL || fo.json != NULL))
+		fo_die(EXIT_USAGE, "-X, -d and --json apply to a list of URLs; a --batch document "
+		    "says each request's own");
 	if (fo.outdir != NULL) {
 		/* Bodies as exact bytes; each goes to its file, not to stdout. */
-		if (json_object_get(fo.opts, "body") == NULL)
+		if (json_object_get(fo.opts, "body") == NULL) {
 			json_object_set_new(fo.opts, "body", json_string("base64"));
+			fo.body_implied = 1;
+		}
 		if (mkdir(fo.outdir, 0777) < 0 && errno != EEXIST)
 			fo_die(EXIT_USAGE, "-o %s: %s", fo.outdir, strerror(errno));
 	}
@@ -356,19 +362,22 @@ fo_reach(void)
 
 	if (addr == NULL && env != NULL && *env != '\0')
 		addr = env;
+	char tried[PATH_MAX + 64] = "";
+
 	if (addr == NULL) {
 		snprintf(fo.where, sizeof(fo.where), "unix:%s", FO_DEFAULT_UNIX);
 		if ((fd = fo_dial(fo.where)) >= 0)
 			return fd;
+		snprintf(tried, sizeof(tried), " (nor at %s: %s)", fo.where, strerror(errno));
 		addr = FO_DEFAULT_TCP;
 	}
 	snprintf(fo.where, sizeof(fo.where), "%s", addr);
 	if ((fd = fo_dial(addr)) >= 0)
 		return fd;
-	fo_die(EXIT_UNREACHABLE, "cannot reach fanoutd at %s: %s\n"
+	fo_die(EXIT_UNREACHABLE, "cannot reach fanoutd at %s: %s%s\n"
 	    "  start it (systemctl start fanoutd.socket, or fanoutd -l %s), or say where it\n"
 	    "  listens with --connect ADDR or FANOUTD=ADDR (unix:/path or HOST:PORT)",
-	    addr, errno == EINVAL ? "not unix:/path or HOST:PORT" : strerror(errno),
+	    addr, errno == EINVAL ? "not unix:/path or HOST:PORT" : strerror(errno), tried,
 	    strncmp(addr, "unix:", 5) == 0 || strchr(addr, ':') != NULL ? addr : FO_DEFAULT_TCP);
 }
 
@@ -448,11 +457,10 @@ fo_input_end(void)
 {
 	size_t n = evbuffer_get_length(fo.in_buf);
 
-	if (n > 0 && !fo.batch_doc) {	/* a last line without its newline */
+	if (n > 0) {	/* a last line without its newline */
 		char *s = (char *)evbuffer_pullup(fo.in_buf, -1);
 		fo_input_line(s, n);
-	} else if (fo.batch_doc)
-		fo_chunk((const char *)evbuffer_pullup(fo.in_buf, -1), n);
+	}
 	evbuffer_drain(fo.in_buf, n);
 	evbuffer_add(fo_out(), "0\r\n\r\n", 5);
 	fo.in_done = 1;
@@ -466,12 +474,6 @@ fo_input_lines(void)
 {
 	struct evbuffer_ptr p;
 
-	if (fo.batch_doc) {	/* a document goes as it is, chunk by chunk */
-		size_t n = evbuffer_get_length(fo.in_buf);
-		fo_chunk((const char *)evbuffer_pullup(fo.in_buf, -1), n);
-		evbuffer_drain(fo.in_buf, n);
-		return;
-	}
 	while ((p = evbuffer_search(fo.in_buf, "\n", 1, NULL)).pos >= 0) {
 		size_t n = (size_t)p.pos;
 		char *s = (char *)evbuffer_pullup(fo.in_buf, (ev_ssize_t)n + 1);
@@ -522,6 +524,8 @@ fo_input_cb(evutil_socket_t fd, short what, void *arg)
 	fo_read_input();
 }
 
+/* Opens -i FILE (before the daemon is reached: a missing file is a usage
+ * error, whatever the daemon). */
 static void
 fo_open_input(void)
 {
@@ -531,10 +535,17 @@ fo_open_input(void)
 	if (fo.input_path != NULL && strcmp(fo.input_path, "-") != 0 &&
 	    (fo.in_fd = open(fo.input_path, O_RDONLY | O_CLOEXEC)) < 0)
 		fo_die(EXIT_USAGE, "-i %s: %s", fo.input_path, strerror(errno));
+	/* A pipe, a socket or a terminal is read when ready; anything else (a
+	 * file, /dev/null) cannot be polled, and is always ready. */
 	fo.in_regular = fstat(fo.in_fd, &st) == 0 && !S_ISFIFO(st.st_mode) &&
-	    !S_ISSOCK(st.st_mode) && !S_ISCHR(st.st_mode);
+	    !S_ISSOCK(st.st_mode) && !isatty(fo.in_fd);
+}
+
+/* Reads the input from the loop, a line list as it comes. */
+static void
+fo_watch_input(void)
+{
 	fo.in_buf = evbuffer_new();
-	/* A file cannot be polled; a pipe or terminal is read when ready. */
 	fo.in_ev = fo.in_regular ? evtimer_new(fo.base, fo_input_cb, NULL) :
 	    event_new(fo.base, fo.in_fd, EV_READ | EV_PERSIST, fo_input_cb, NULL);
 	if (fo.in_regular) {
@@ -544,18 +555,76 @@ fo_open_input(void)
 		event_add(fo.in_ev, NULL);
 }
 
+/* A streamed batch: the head, then its options line; requests follow. */
 static void
 fo_send_head(void)
 {
 	evbuffer_add_printf(fo_out(), "POST /v1/batch HTTP/1.1\r\nHost: fanoutd\r\n"
-	    "User-Agent: fanout/%s\r\nContent-Type: %s\r\nAccept: application/x-ndjson\r\n"
-	    "Transfer-Encoding: chunked\r\n\r\n", FANOUTD_VERSION,
-	    fo.batch_doc ? "application/json" : "application/x-ndjson");
-	if (fo.batch_doc)
-		return;
+	    "User-Agent: fanout/%s\r\nContent-Type: application/x-ndjson\r\n"
+	    "Accept: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n",
+	    FANOUTD_VERSION);
 	json_t *line = json_pack("{s:O}", "options", fo.opts);
 	fo_send_json_line(line);
 	json_decref(line);
+}
+
+/* The flags' options into a document's own: a flag wins, -H adds to its
+ * headers, and -o's base64 yields to a body mode the document chose. */
+static void
+fo_merge_options(json_t *doc)
+{
+	json_t *o = json_object_get(doc, "options"), *v, *h;
+	const char *k;
+
+	if (o == NULL)
+		json_object_set_new(doc, "options", o = json_object());
+	if (!json_is_object(o))
+		return;	/* the daemon says what is wrong with it */
+	json_object_foreach(fo.opts, k, v) {
+		if (strcmp(k, "headers") == 0 && json_is_object(h = json_object_get(o, "headers")))
+			json_object_update(h, v);
+		else if (strcmp(k, "body") != 0 || !fo.body_implied ||
+		    json_object_get(o, "body") == NULL)
+			json_object_set(o, k, v);
+	}
+}
+
+/* --batch: the document, read whole (the daemon bounds it by
+ * max_request_bytes) and sent with its length, the flags' options merged
+ * into it; one that does not parse goes as it is, for the daemon to say
+ * what is wrong. */
+static void
+fo_send_document(void)
+{
+	struct evbuffer *doc = evbuffer_new();
+	json_t *d;
+	ssize_t n;
+
+	while ((n = evbuffer_read(doc, fo.in_fd, FO_READ_CHUNK)) > 0)
+		;
+	if (n < 0)
+		fo_die(EXIT_USAGE, "%s: %s", fo.input_path ? fo.input_path : "standard input",
+		    strerror(errno));
+	/* (json_is_object() evaluates its argument twice: d is parsed first.) */
+	d = json_object_size(fo.opts) == 0 || evbuffer_get_length(doc) == 0 ? NULL :
+	    json_loadb((const char *)evbuffer_pullup(doc, -1), evbuffer_get_length(doc),
+	    JSON_ALLOW_NUL, NULL);
+	if (json_is_object(d)) {
+		char *s;
+		fo_merge_options(d);
+		s = json_dumps(d, JSON_COMPACT);
+		evbuffer_drain(doc, evbuffer_get_length(doc));
+		evbuffer_add(doc, s, strlen(s));
+		free(s);
+	}
+	json_decref(d);
+	evbuffer_add_printf(fo_out(), "POST /v1/batch HTTP/1.1\r\nHost: fanoutd\r\n"
+	    "User-Agent: fanout/%s\r\nContent-Type: application/json\r\n"
+	    "Accept: application/x-ndjson\r\nContent-Length: %zu\r\n\r\n", FANOUTD_VERSION,
+	    evbuffer_get_length(doc));
+	evbuffer_add_buffer(fo_out(), doc);
+	evbuffer_free(doc);
+	fo.in_done = 1;
 }
 
 /*
@@ -623,8 +692,9 @@ fo_save_body(json_t *r)
 		n = (size_t)got - (in >= 1 && json_string_value(body)[in - 1] == '=') -
 		    (in >= 2 && json_string_value(body)[in - 2] == '=');
 	} else if (json_is_string(body)) {	/* --body text asked for */
-		n = json_string_length(body);
-		bytes = (unsigned char *)strndup(json_string_value(body), n);
+		n = json_string_length(body);	/* may hold NULs */
+		bytes = malloc(n + 1);
+		memcpy(bytes, json_string_value(body), n);
 	} else {	/* --body json: the value, serialised again */
 		bytes = (unsigned char *)json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
 		n = strlen((char *)bytes);
@@ -700,6 +770,7 @@ static void
 fo_summary(const json_t *s, const char *raw, size_t rawlen)
 {
 	fo.finished = 1;
+	fo.incomplete = !json_is_true(json_object_get(s, "complete"));
 	fo_progress(1);
 	if (!fo.tty_out) {
 		fwrite(raw, 1, rawlen, stdout);
@@ -720,7 +791,7 @@ static void
 fo_result_line(const char *s, size_t n)
 {
 	json_error_t err;
-	json_t *r = json_loadb(s, n, 0, &err), *e, *sum;
+	json_t *r = json_loadb(s, n, JSON_ALLOW_NUL, &err), *e, *sum;
 
 	if (r == NULL)
 		fo_die(EXIT_ERRORS, "the daemon sent a line that is not JSON: %s", err.text);
@@ -752,6 +823,8 @@ fo_result_line(const char *s, size_t n)
 		fputc('\n', stdout);
 	}
 	json_decref(r);
+	if (ferror(stdout))	/* closed (| head): nobody reads the rest */
+		fo_die(EXIT_ERRORS, "standard output: %s", strerror(errno));
 	fo_progress(0);
 }
 
@@ -779,10 +852,12 @@ fo_refused(void)
 {
 	size_t n = evbuffer_get_length(fo.refusal);
 	json_t *j = json_loadb(n ? (const char *)evbuffer_pullup(fo.refusal, -1) : "", n, 0, NULL);
-	const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+	const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+	char msg[1024];
 
-	fo_die(EXIT_USAGE, "the daemon refused the batch (%d): %s", fo.head.status,
-	    msg != NULL ? msg : "no reason given");
+	snprintf(msg, sizeof(msg), "%s", m != NULL ? m : "no reason given");
+	json_decref(j);
+	fo_die(EXIT_USAGE, "the daemon refused the batch (%d): %s", fo.head.status, msg);
 }
 
 static void
@@ -821,6 +896,18 @@ fo_daemon_read(struct bufferevent *bev, void *arg)
 			fo_die(EXIT_ERRORS, "the daemon's answer ended without its summary");
 		event_base_loopexit(fo.base, NULL);
 	}
+}
+
+/* The progress line is redrawn while requests wait, not only when one
+ * ends: its rate and ETA move on. */
+static void
+fo_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (!fo.finished)
+		fo_progress(0);
 }
 
 static void
@@ -868,6 +955,8 @@ main(int argc, char **argv)
 	if (fo.nurls == 0 && fo.input_path == NULL && isatty(0) && !fo.batch_doc)
 		fo_die(EXIT_USAGE, "no URLs: give them as arguments, with -i FILE, or on standard "
 		    "input (fanout -h)");
+	if (fo.nurls == 0)
+		fo_open_input();
 	fd = fo_reach();
 	if (fo.verbose)
 		fprintf(stderr, "fanout: connected to fanoutd at %s\n", fo.where);
@@ -880,17 +969,26 @@ main(int argc, char **argv)
 	bufferevent_setwatermark(fo.bev, EV_WRITE, FO_OUT_MAX / 2, 0);
 	bufferevent_enable(fo.bev, EV_READ | EV_WRITE);
 	fo.t_start = fo_now_us();
-	fo_send_head();
-	if (fo.nurls > 0) {
+	if (fo.tty_err && !fo.quiet) {
+		static const struct timeval tick = { 0, FO_PROGRESS_US };
+		event_add(event_new(fo.base, -1, EV_PERSIST, fo_tick, NULL), &tick);
+	}
+	if (fo.batch_doc)
+		fo_send_document();
+	else if (fo.nurls > 0) {
+		fo_send_head();
 		for (int i = 0; i < fo.nurls; i++)
 			fo_send_url(fo.urls[i], strlen(fo.urls[i]));
 		evbuffer_add(fo_out(), "0\r\n\r\n", 5);
 		fo.in_done = 1;
-	} else
-		fo_open_input();
+	} else {
+		fo_send_head();
+		fo_watch_input();
+	}
 	event_base_dispatch(fo.base);
 	fflush(stdout);
-	if (fo.errors > 0 || (fo.fail && fo.failed_status > 0))
+	/* Cut short (a deadline): some request had no response. */
+	if (fo.errors > 0 || fo.incomplete || (fo.fail && fo.failed_status > 0))
 		return EXIT_ERRORS;
 	return EXIT_OK;
 }
