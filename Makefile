@@ -26,7 +26,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/%)
 
 .PHONY: all deps test-deps run test unit integration asan clean bench \
         install uninstall package package-test modgraph fuzz fuzz-smoke
-all: fanoutd
+all: fanoutd fanout
 
 deps:
 	@sh scripts/deps.sh
@@ -37,8 +37,18 @@ build/rel/%.o: daemon/%.c daemon/*.h | build/rel
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 build/asan/%.o: daemon/%.c daemon/*.h | build/asan
 	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -c -o $@ $<
-build/rel build/asan:
+build/rel build/asan build/cli build/cli-asan:
 	@mkdir -p $@
+
+# The fanout command: cli/, with the daemon's HTTP/1.1 reader.
+build/cli/%.o: cli/%.c daemon/*.h | build/cli
+	$(CC) $(ALL_CFLAGS) -iquote daemon -c -o $@ $<
+build/cli-asan/%.o: cli/%.c daemon/*.h | build/cli-asan
+	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -iquote daemon -c -o $@ $<
+fanout: build/cli/fanout.o build/rel/h1.o
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+build/asan/fanout: build/cli-asan/fanout.o build/asan/h1.o
+	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ $(LIBS)
 
 fanoutd: $(REL_OBJS) build/rel/main.o
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -150,11 +160,12 @@ unit: $(UNIT_BINS)
 modgraph: fanoutd
 	@scripts/modgraph build/rel >/dev/null
 
-integration: build/asan/fanoutd
-	FANOUTD_BIN=$(CURDIR)/build/asan/fanoutd $(PYTEST) -q -p no:cacheprovider tests/integration
+integration: build/asan/fanoutd build/asan/fanout
+	FANOUTD_BIN=$(CURDIR)/build/asan/fanoutd FANOUT_BIN=$(CURDIR)/build/asan/fanout \
+	    $(PYTEST) -q -p no:cacheprovider tests/integration
 
 test: test-deps
-	@$(MAKE) --no-print-directory fanoutd modgraph unit fuzz-smoke integration package-test
+	@$(MAKE) --no-print-directory fanoutd fanout modgraph unit fuzz-smoke integration package-test
 
 bench:
 	@sh scripts/deps.sh bench
@@ -162,12 +173,13 @@ bench:
 	scripts/bench
 
 clean:
-	rm -rf build fanoutd
+	rm -rf build fanoutd fanout
 
 # Installation. The Debian package uses PREFIX=/usr. The configuration, the
 # units and the sysusers file go where the system looks for them, whatever
 # PREFIX is. An existing configuration file is never overwritten.
 SBINDIR        ?= $(PREFIX)/sbin
+BINDIR         ?= $(PREFIX)/bin
 MANDIR         ?= $(PREFIX)/share/man
 SYSCONFDIR     ?= /etc
 SYSTEMDUNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
@@ -176,8 +188,9 @@ UNITS          := fanoutd.service fanoutd.socket
 
 # The units name /usr/sbin/fanoutd and /etc/fanoutd/; they are rewritten to
 # SBINDIR and SYSCONFDIR on the way.
-install: fanoutd
+install: fanoutd fanout
 	install -D -m 0755 fanoutd $(DESTDIR)$(SBINDIR)/fanoutd
+	install -D -m 0755 fanout $(DESTDIR)$(BINDIR)/fanout
 	@conf=$(DESTDIR)$(SYSCONFDIR)/fanoutd/fanoutd.conf; \
 	if [ -e $$conf ]; then echo "install: keeping $$conf; the shipped one is conf/fanoutd.conf"; \
 	else echo "install -D -m 0644 conf/fanoutd.conf $$conf"; install -D -m 0644 conf/fanoutd.conf $$conf; fi
@@ -190,12 +203,14 @@ install: fanoutd
 	install -D -m 0644 packaging/systemd/fanoutd.sysusers $(DESTDIR)$(SYSUSERSDIR)/fanoutd.conf
 	install -D -m 0644 doc/fanoutd.8 $(DESTDIR)$(MANDIR)/man8/fanoutd.8
 	install -D -m 0644 doc/fanoutd.conf.5 $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5
+	install -D -m 0644 doc/fanout.1 $(DESTDIR)$(MANDIR)/man1/fanout.1
 
 # Leaves the configuration file, as dpkg does until a purge.
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/fanoutd $(UNITS:%=$(DESTDIR)$(SYSTEMDUNITDIR)/%) \
+	rm -f $(DESTDIR)$(SBINDIR)/fanoutd $(DESTDIR)$(BINDIR)/fanout \
+	    $(UNITS:%=$(DESTDIR)$(SYSTEMDUNITDIR)/%) \
 	    $(DESTDIR)$(SYSUSERSDIR)/fanoutd.conf $(DESTDIR)$(MANDIR)/man8/fanoutd.8 \
-	    $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5
+	    $(DESTDIR)$(MANDIR)/man5/fanoutd.conf.5 $(DESTDIR)$(MANDIR)/man1/fanout.1
 
 # build/pkg/fanoutd_VERSION_ARCH.deb, built from a copy of the work tree.
 package:

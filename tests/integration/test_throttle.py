@@ -337,10 +337,14 @@ def test_deadline_ends_throttled_waits(daemon, upstreams):
     assert bs.summary["complete"] is False
     assert 350 <= bs.summary["elapsed_ms"] < 900, bs.summary
     assert up.count() == 1
-    # Their whole wait was for a token: throttle_ms says so.
+    # Their whole wait since the first request took the token was for a token:
+    # throttle_ms says so. (Before that the batch was starting, which a loaded
+    # machine can stretch: the first request's own queue_ms.)
+    started = min(timing(r)["queue_ms"] for r in bs.arrival if "error" not in r)
     for r in bs.arrival:
         if "error" in r:
-            assert timing(r)["throttle_ms"] >= 300, r
+            t = timing(r)
+            assert t["throttle_ms"] >= 400 - started - 100 and t["throttle_ms"] <= t["queue_ms"], r
     # A pause is ended the same way.
     assert statuses(d.batch([paused.url("/status/429?retry_after=30")])) == [429]
     bs = d.batch([paused.url("/ok")], {"deadline_ms": 300})

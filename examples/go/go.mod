@@ -1,0 +1,3 @@
+module example.com/fanout-example
+
+go 1.19
