@@ -79,14 +79,25 @@ build/asan/test_upstream: build/asan/upstream.o $(POOL_DEPS) build/asan/dnscache
                           build/asan/body.o build/asan/jout.o
 
 # Fuzz targets (libFuzzer, clang): one per parser that faces the outside
-# world. `make fuzz-smoke` runs each for FUZZ_SECONDS from its seed corpus
-# (fuzz/corpus/TARGET, copied: new inputs stay in build/); `make test` runs
-# it. Longer: build/fuzz/fuzz_h1 -max_total_time=600 build/fuzz/corpus-fuzz_h1
+# world, each checking properties beyond memory safety (see its opening
+# comment); a property that fails aborts. `make fuzz` (and fuzz-smoke, which
+# `make test` runs) first replays every input under fuzz/regress/TARGET/ --
+# each crash ever found, kept as a regression test -- then runs each target
+# for FUZZ_SECONDS from its seed corpus (fuzz/corpus/TARGET, copied: new
+# inputs stay in build/), FUZZ_JOBS at once. A crash is left in
+# build/fuzz/artifacts/; once fixed, move it to fuzz/regress/TARGET/.
+# FUZZ_SECONDS=0 only replays; `make fuzz-build` only builds. Longer, one target:
+# build/fuzz/fuzz_h1 -max_total_time=600 build/fuzz/corpus-fuzz_h1
 FUZZ_CC      ?= clang
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -g -O1 $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-FUZZ_SECONDS ?= 10
-FUZZ_BINS    := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 30
+FUZZ_JOBS    ?= $(shell nproc 2>/dev/null || echo 1)
+FUZZ_OPTS    := -timeout=10 -rss_limit_mb=1024
+FUZZ_NAMES   := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_BINS    := $(FUZZ_NAMES:%=build/fuzz/%)
+FUZZ_RUNS    := $(FUZZ_NAMES:%=fuzz-run-%)
+.PHONY: fuzz-build fuzz-regress $(FUZZ_RUNS)
 
 build/fuzz/%.o: daemon/%.c daemon/*.h | build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
@@ -94,24 +105,47 @@ build/fuzz/fuzz_%: fuzz/fuzz_%.c
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -iquote daemon -o $@ $< \
 	    $(filter %.o,$^) $(LIBS)
 build/fuzz/fuzz_h1: build/fuzz/h1.o build/fuzz/log.o
+build/fuzz/fuzz_request: build/fuzz/h1.o build/fuzz/log.o
 build/fuzz/fuzz_url: build/fuzz/url.o build/fuzz/log.o
 build/fuzz/fuzz_intake: build/fuzz/intake.o build/fuzz/conf.o build/fuzz/url.o build/fuzz/policy.o \
                         build/fuzz/log.o
+build/fuzz/fuzz_lines: build/fuzz/intake.o build/fuzz/conf.o build/fuzz/url.o build/fuzz/policy.o \
+                       build/fuzz/wire.o build/fuzz/jout.o build/fuzz/h1.o build/fuzz/util.o \
+                       build/fuzz/log.o
 build/fuzz/fuzz_h2: build/fuzz/h2.o build/fuzz/h1.o build/fuzz/metrics.o build/fuzz/util.o \
                     build/fuzz/log.o
-build/fuzz:
+build/fuzz/fuzz_conf: build/fuzz/conf.o build/fuzz/policy.o build/fuzz/log.o
+build/fuzz/fuzz_body: build/fuzz/body.o build/fuzz/log.o
+build/fuzz/fuzz_jout: build/fuzz/jout.o
+build/fuzz build/fuzz/artifacts:
 	@mkdir -p $@
 
-fuzz: $(FUZZ_BINS)
+fuzz-build: $(FUZZ_BINS)
 
-fuzz-smoke: fuzz
-	@set -e; for t in $(FUZZ_BINS); do n=$$(basename $$t); rm -rf build/fuzz/corpus-$$n; \
-		cp -R fuzz/corpus/$$n build/fuzz/corpus-$$n; \
-		$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=1024 \
-		    -print_final_stats=1 build/fuzz/corpus-$$n 2>build/fuzz/$$n.log || \
-		    { tail -40 build/fuzz/$$n.log; echo "fuzz: $$n failed"; exit 1; }; \
-		echo "fuzz: $$n: $$(grep -o 'stat::number_of_executed_units: *[0-9]*' build/fuzz/$$n.log | grep -o '[0-9]*$$') runs, no crash"; \
+# libFuzzer runs the files it is given once each: a crash, a leak or a
+# failed property in any of them fails the build.
+fuzz-regress: fuzz-build
+	@set -e; for n in $(FUZZ_NAMES); do \
+		files=$$(find fuzz/regress/$$n -type f 2>/dev/null | sort); \
+		[ -n "$$files" ] || continue; \
+		build/fuzz/$$n $(FUZZ_OPTS) $$files >build/fuzz/$$n.regress.log 2>&1 || \
+		    { tail -40 build/fuzz/$$n.regress.log; echo "fuzz: $$n: a regression input fails"; exit 1; }; \
+		echo "fuzz: $$n: $$(echo $$files | wc -w) regression input(s) pass"; \
 	done
+
+fuzz: fuzz-regress
+	@if [ $(FUZZ_SECONDS) -gt 0 ]; then $(MAKE) --no-print-directory -k -j$(FUZZ_JOBS) $(FUZZ_RUNS); fi
+# The name `make test` (and so CI) uses.
+fuzz-smoke: fuzz
+
+$(FUZZ_RUNS): fuzz-run-%: build/fuzz/% | build/fuzz/artifacts
+	@rm -rf build/fuzz/corpus-$*; mkdir -p build/fuzz/corpus-$*; \
+	if [ -d fuzz/corpus/$* ]; then cp -R fuzz/corpus/$*/. build/fuzz/corpus-$*/; fi; \
+	build/fuzz/$* -max_total_time=$(FUZZ_SECONDS) $(FUZZ_OPTS) -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/artifacts/$*- build/fuzz/corpus-$* >build/fuzz/$*.log 2>&1 || \
+	    { tail -40 build/fuzz/$*.log; echo "fuzz: $*: failed; the input is in build/fuzz/artifacts/"; exit 1; }; \
+	echo "fuzz: $*: $$(grep -o 'stat::number_of_executed_units: *[0-9]*' build/fuzz/$*.log | \
+	    grep -o '[0-9]*$$') runs in $(FUZZ_SECONDS) s, corpus $$(ls build/fuzz/corpus-$* | wc -l), no crash"
 
 asan: build/asan/fanoutd
 

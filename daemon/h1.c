@@ -388,7 +388,12 @@ h1_parse_block(struct h1_head *h, int head_request, int request, const char **wh
 		*why = "out of memory";
 		return H1_ERROR;
 	}
-	eol = memchr(s, '\r', (size_t)(end - s));
+	/* An empty first line has no CR before the end (it cannot come from
+	 * h1_parse_request, which skips them, nor past h1_check_prefix). */
+	if ((eol = memchr(s, '\r', (size_t)(end - s))) == NULL) {
+		*why = request ? "malformed request line" : "malformed status line";
+		return H1_ERROR;
+	}
 	if (request && (rc = h1_request_line(h, s, (size_t)(eol - s), why)) != 0)
 		return rc == H1_VERSION ? H1_VERSION : H1_ERROR;
 	if (!request && h1_status_line(h, s, (size_t)(eol - s), why) == -1)
@@ -450,16 +455,15 @@ h1_parse_head(struct evbuffer *buf, size_t max_bytes, int head_request, struct h
 }
 
 /* RFC 9112 §2.2: a server should ignore empty lines before a request line
- * (some clients send a CRLF after a POST body). A few, not a flood. */
-#define H1_MAX_LEADING_CRLF 8
-
+ * (some clients send a CRLF after a POST body). All of them: a limit would
+ * make the answer depend on how the bytes were sliced, and the caller's
+ * client_timeout_s bounds a flood. */
 int
 h1_parse_request(struct evbuffer *buf, size_t max_bytes, struct h1_head *h, const char **why)
 {
 	char two[2];
 
-	for (int i = 0; i < H1_MAX_LEADING_CRLF && evbuffer_copyout(buf, two, 2) == 2 &&
-	    two[0] == '\r' && two[1] == '\n'; i++)
+	while (evbuffer_copyout(buf, two, 2) == 2 && two[0] == '\r' && two[1] == '\n')
 		evbuffer_drain(buf, 2);
 	return h1_take_head(buf, max_bytes, 0, 1, h, why);
 }

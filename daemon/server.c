@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <sys/queue.h>
 #include <netinet/in.h>
@@ -158,22 +159,23 @@ srv_req_free(struct srv_req *r)
 }
 
 /* The path and query of an origin-form or absolute-form target (RFC 9112
- * §3.2); -1 for anything else. */
+ * §3.2): "/path?query", or "http://host/path?query" (a missing path is
+ * "/"); -1 for anything else. */
 static int
 srv_req_target(struct srv_req *r)
 {
 	const char *t = r->head.target;
 	char *q;
 
-	if (strncmp(t, "http://", 7) == 0 || strncmp(t, "https://", 8) == 0) {
+	if (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0) {
 		t = strchr(t, ':') + 3;
 		t += strcspn(t, "/?");
-		if (*t == '\0')
-			t = "/";
-	}
-	if (*t != '/' && *t != '?')
+		r->path = xmalloc(strlen(t) + 2);
+		snprintf(r->path, strlen(t) + 2, "%s%s", *t == '/' ? "" : "/", t);
+	} else if (*t == '/')
+		r->path = xstrdup(t);
+	else
 		return -1;
-	r->path = xstrdup(t);
 	if ((q = strchr(r->path, '?')) != NULL) {
 		*q = '\0';
 		r->query = q + 1;
@@ -230,7 +232,7 @@ srv_keep(const struct srv_req *r)
 	const struct srv_conn *sc = r->sc;
 	int body_done = r->head.framing == H1_NOBODY || r->input == SRV_INPUT_END;
 
-	return r->head.minor == 1 && r->head.keep_alive && body_done && !sc->eof &&
+	return r->head.minor == 1 && r->head.keep_alive && body_done &&
 	    !sc->closing && !srv.stopping;
 }
 
@@ -278,7 +280,8 @@ srv_req_over(struct srv_req *r, int keep)
 	}
 	sc->got_bytes = 0;
 	srv_arm(sc, &srv.client_timeout);
-	bufferevent_enable(sc->bev, EV_READ);
+	if (!sc->eof)
+		bufferevent_enable(sc->bev, EV_READ);
 	event_active(sc->next, 0, 0);
 }
 
@@ -560,9 +563,13 @@ srv_read_head(struct srv_conn *sc, struct evbuffer *in)
 	const char *why = NULL;
 	int rc, status;
 
-	if (evbuffer_get_length(in) == 0 ||
-	    evbuffer_get_length(bufferevent_get_output(sc->bev)) > SRV_PIPELINE_OUT)
+	if (evbuffer_get_length(bufferevent_get_output(sc->bev)) > SRV_PIPELINE_OUT)
 		return -1;	/* the write callback comes back here */
+	if (evbuffer_get_length(in) == 0) {
+		if (sc->eof)	/* half-closed, every request answered */
+			srv_close_after(sc);
+		return -1;
+	}
 	sc->got_bytes = 1;
 	r = xcalloc(1, sizeof(*r));
 	rc = h1_parse_request(in, SRV_MAX_HEAD, &r->head, &why);
@@ -574,6 +581,8 @@ srv_read_head(struct srv_conn *sc, struct evbuffer *in)
 			srv_fail(sc, 505, "bad_request", why);
 		else if (rc == H1_ERROR)
 			srv_fail(sc, 400, "bad_request", why);
+		else if (sc->eof)	/* a head cut by the FIN */
+			srv_close_after(sc);
 		return -1;
 	}
 	r->sc = sc;
@@ -582,6 +591,7 @@ srv_read_head(struct srv_conn *sc, struct evbuffer *in)
 		evtimer_del(sc->timer);	/* all of it is in */
 	if (srv_req_check(r, &status, &why) < 0) {
 		log_debug("caller %s: %d: %s", sc->peer, status, why);
+		r->head.keep_alive = 0;
 		srv_error(r, status, "bad_request", why, NULL);
 		return 0;
 	}
@@ -671,9 +681,20 @@ srv_eof(struct srv_conn *sc)
 	struct srv_req *r = sc->req;
 
 	sc->eof = 1;
-	if (sc->closing || r == NULL || (r->mode == SRB_WHOLE && r->input == SRV_INPUT_MORE) ||
-	    srv_peer_closed(sc)) {
+	if ((r != NULL && r->mode == SRB_WHOLE && r->input == SRV_INPUT_MORE) ||
+	    srv_peer_closed(sc) || (r == NULL && !sc->got_bytes &&
+	    evbuffer_get_length(bufferevent_get_output(sc->bev)) == 0 &&
+	    evbuffer_get_length(bufferevent_get_input(sc->bev)) == 0)) {
 		srv_conn_free(sc);	/* nothing asked, or asked and gone */
+		return;
+	}
+	if (sc->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(sc->bev)) == 0)
+			srv_conn_free(sc);	/* the last answer is out */
+		return;			/* else srv_write lingers, then frees */
+	}
+	if (r == NULL) {		/* answers queued, or requests buffered */
+		event_active(sc->next, 0, 0);
 		return;
 	}
 	/* A half-close: the caller still reads what it asked for. */

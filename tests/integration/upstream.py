@@ -15,6 +15,8 @@ Paths (query parameters in brackets; on any path, close=1 answers with
                             [status=N: answers N instead] [retry_after=S] [retry_after_date=S]
   /bytes/N                  N binary bytes (not UTF-8), application/octet-stream
   /text/N                   N ASCII bytes, text/plain
+  /ctrl/N                   N bytes of U+0001, text/plain (valid UTF-8; JSON escapes each as
+                            six bytes: the most a text body can grow when encoded)
   /utf8                     non-ASCII UTF-8 text;  /latin1: text/plain that is not UTF-8
   /json                     application/json object;  /notjson: application/json that does not parse
   /gzip/N, /deflate/N       N ASCII bytes (text_bytes(N)), compressed, with Content-Encoding
@@ -665,6 +667,9 @@ class _Conn:
 
     def r_text(self, req, arg):
         self.respond(200, text_bytes(int(arg)), [("Content-Type", "text/plain; charset=utf-8")])
+
+    def r_ctrl(self, req, arg):
+        self.respond(200, b"\x01" * int(arg), [("Content-Type", "text/plain; charset=utf-8")])
 
     def r_utf8(self, req, arg):
         self.respond(200, UTF8_TEXT.encode("utf-8"), [("Content-Type", "text/plain; charset=utf-8")])
