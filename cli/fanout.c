@@ -1039,8 +1039,13 @@ main(int argc, char **argv)
 	bufferevent_setcb(fo.bev, fo_daemon_read, fo_daemon_write, fo_daemon_event, NULL);
 	bufferevent_setwatermark(fo.bev, EV_WRITE, FO_OUT_MAX / 2, 0);
 	bufferevent_set_max_single_read(fo.bev, FO_OUT_MAX);	/* libevent's default: 16 KiB */
-	if (!fo.tty_out)
+	if (!fo.tty_out) {
 		setvbuf(stdout, NULL, _IOFBF, FO_OUT_MAX);	/* flushed after each read */
+		/* A write to a full pipe stops the whole loop, and with it the
+		 * reading of the daemon: a bigger pipe lets the reader down it
+		 * fall behind for longer (best effort: up to pipe-max-size). */
+		fcntl(1, F_SETPIPE_SZ, 1 << 20);
+	}
 	bufferevent_enable(fo.bev, EV_READ | EV_WRITE);
 	fo.t_start = fo_now_us();
 	if (fo.tty_err && !fo.quiet) {
