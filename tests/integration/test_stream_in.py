@@ -35,47 +35,6 @@ SMALL_QUARANTINE = {"ASAN_OPTIONS": "detect_leaks=1:quarantine_size_mb=4"}
 
 # --- helpers -------------------------------------------------------------------
 
-class NotifyDrain:
-    """Reads the daemon's sd_notify datagrams while a test runs. The harness reads them
-    only when asked; a daemon that runs busy for more than ~10 s (STATUS= once a second)
-    would otherwise fill the socket's queue (net.unix.max_dgram_qlen, 10 here) and block
-    in sd_notify."""
-
-    def __init__(self, d):
-        self.d = d
-        self.stop_ev = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop_ev.is_set():
-            try:
-                r, _, _ = select.select([self.d.notify], [], [], 0.2)  # 0.2: to see stop_ev
-                if r:
-                    self.d.notify_msgs.append(self.d.notify.recv(4096).decode("utf-8", "replace"))
-            except (OSError, ValueError):
-                return
-
-    def stop(self):
-        self.stop_ev.set()
-        self.thread.join(5)
-
-
-@pytest.fixture
-def fanout(daemon):
-    """daemon(**keys), with its notify socket read for the whole test."""
-    drains = []
-
-    def start(**kw):
-        d = daemon(**kw)
-        drains.append(NotifyDrain(d))
-        return d
-
-    yield start
-    for n in drains:
-        n.stop()
-
-
 class Raw(str):
     """Line text sent as it is, not serialised."""
 
@@ -316,8 +275,8 @@ def mixed_body(upstream):
 
 @pytest.mark.parametrize("framing", ["chunked", "length"])
 @pytest.mark.parametrize("fmt", ["ndjson", "json"])
-def test_every_line_gets_one_result_with_its_index(fanout, upstream, framing, fmt):
-    d = fanout()
+def test_every_line_gets_one_result_with_its_index(daemon, upstream, framing, fmt):
+    d = daemon()
     text, urls, ids = mixed_body(upstream)
     body = text.encode()
     up = Upload(d, chunked=framing == "chunked", length=len(body), accept=NDJSON if fmt == "ndjson" else None)
@@ -339,8 +298,8 @@ def test_every_line_gets_one_result_with_its_index(fanout, upstream, framing, fm
     assert [r.header("X-A") for r in upstream.reqs("/ok") if r.query["i"] == "4"] == ["b"]
 
 
-def test_without_an_options_line_the_first_line_is_request_0(fanout, upstream):
-    d = fanout()
+def test_without_an_options_line_the_first_line_is_request_0(daemon, upstream):
+    d = daemon()
     urls = ok_urls(upstream, 3)
     up = Upload(d)
     up.send(lines({"url": urls[0], "id": "first"}, *urls[1:]))
@@ -351,8 +310,8 @@ def test_without_an_options_line_the_first_line_is_request_0(fanout, upstream):
     assert bs.summary["complete"] is True
 
 
-def test_query_format_ndjson_and_a_content_type_with_parameters(fanout, upstream):
-    d = fanout()
+def test_query_format_ndjson_and_a_content_type_with_parameters(daemon, upstream):
+    d = daemon()
     up = Upload(d, accept=None, query="?format=ndjson")
     up.send(lines(*ok_urls(upstream, 2)))
     up.end()
@@ -361,8 +320,8 @@ def test_query_format_ndjson_and_a_content_type_with_parameters(fanout, upstream
     assert bs.header("Content-Type").startswith(NDJSON) and bs.summary["total"] == 2
 
 
-def test_first_result_arrives_while_the_upload_is_open(fanout, upstream):
-    d = fanout()
+def test_first_result_arrives_while_the_upload_is_open(daemon, upstream):
+    d = daemon()
     urls = ok_urls(upstream, 6)
     up = Upload(d)
     up.send(lines({"options": {"concurrency": 8}}, urls[0], urls[1]))
@@ -382,8 +341,8 @@ def test_first_result_arrives_while_the_upload_is_open(fanout, upstream):
 
 # --- bad lines, bad options, empty uploads ------------------------------------------
 
-def test_bad_lines_are_their_own_invalid_request(fanout, upstream):
-    d = fanout()
+def test_bad_lines_are_their_own_invalid_request(daemon, upstream):
+    d = daemon()
     good = upstream.url("/ok")
     body = lines({"options": {}},
                  good,                                   # 0
@@ -425,8 +384,8 @@ def test_bad_lines_are_their_own_invalid_request(fanout, upstream):
     ({"options": {"body": "xml"}}, "body"),
 ])
 @pytest.mark.parametrize("framing", ["chunked", "length"])
-def test_a_bad_options_line_is_400_before_any_result(fanout, upstream, first, what, framing):
-    d = fanout()
+def test_a_bad_options_line_is_400_before_any_result(daemon, upstream, first, what, framing):
+    d = daemon()
     body = lines(first, *ok_urls(upstream, 3)).encode()
     up = Upload(d, chunked=framing == "chunked", length=len(body))
     up.send(body)
@@ -442,8 +401,8 @@ def test_a_bad_options_line_is_400_before_any_result(fanout, upstream, first, wh
 
 @pytest.mark.parametrize("body", ["chunked-empty", "length-0", "no-body", "options-only", "blank-lines"])
 @pytest.mark.parametrize("fmt", ["ndjson", "json"])
-def test_an_upload_without_requests_is_a_batch_of_none(fanout, body, fmt):
-    d = fanout(client_timeout_s=3)  # should the daemon wait for a body, the test ends soon
+def test_an_upload_without_requests_is_a_batch_of_none(daemon, body, fmt):
+    d = daemon(client_timeout_s=3)  # should the daemon wait for a body, the test ends soon
     text = {"options-only": lines({"options": {"concurrency": 2}}), "blank-lines": "\n\r\n  \n"}.get(body, "")
     text = text.encode()
     up = Upload(d, chunked=body not in ("length-0", "no-body"), length=None if body == "no-body" else len(text),
@@ -460,8 +419,8 @@ def test_an_upload_without_requests_is_a_batch_of_none(fanout, body, fmt):
 # --- max_request_bytes ----------------------------------------------------------------
 
 @pytest.mark.parametrize("how", ["whole", "no-newline-yet"])
-def test_a_first_line_over_max_request_bytes_is_413(fanout, upstream, how):
-    d = fanout(max_request_bytes=1024)
+def test_a_first_line_over_max_request_bytes_is_413(daemon, upstream, how):
+    d = daemon(max_request_bytes=1024)
     long_line = lines({"url": upstream.url("/ok"), "id": "x" * 2000}).encode()
     up = Upload(d)
     if how == "whole":
@@ -476,9 +435,9 @@ def test_a_first_line_over_max_request_bytes_is_413(fanout, upstream, how):
 
 
 @pytest.mark.parametrize("how", ["whole", "no-newline-yet"])
-def test_a_later_line_over_max_request_bytes_ends_the_upload(fanout, upstream, how):
+def test_a_later_line_over_max_request_bytes_ends_the_upload(daemon, upstream, how):
     # client_timeout_s: should the daemon wait for more lines, the batch ends soon anyway.
-    d = fanout(max_request_bytes=1024, client_timeout_s=3)
+    d = daemon(max_request_bytes=1024, client_timeout_s=3)
     urls = ok_urls(upstream, 4)
     up = Upload(d)
     up.send(lines({"options": {"concurrency": 4}}, urls[0], urls[1]))
@@ -499,10 +458,10 @@ def test_a_later_line_over_max_request_bytes_ends_the_upload(fanout, upstream, h
 
 # --- backpressure ---------------------------------------------------------------------
 
-def test_a_caller_that_does_not_read_stops_the_upload(fanout, upstream):
+def test_a_caller_that_does_not_read_stops_the_upload(daemon, upstream):
     """Large bodies, a caller that writes and never reads: its send blocks, the upstream
     sees few requests and the daemon's memory stays bounded; reading resumes the upload."""
-    d = fanout(output_buffer_bytes=65536, env=SMALL_QUARANTINE)
+    d = daemon(output_buffer_bytes=65536, env=SMALL_QUARANTINE)
     size, n = 32768, 3000
     rss0 = mem(d.proc.pid)["VmRSS"]
     pad = "p" * 900  # ~1 KiB lines: the buffers along the way hold fewer of them
@@ -538,10 +497,10 @@ def test_a_caller_that_does_not_read_stops_the_upload(fanout, upstream):
     print("peak RSS over the whole batch %.1f MiB" % (mem(d.proc.pid)["VmHWM"] / MiB))
 
 
-def test_the_upload_waits_while_1024_requests_are_queued(fanout, upstream):
+def test_the_upload_waits_while_1024_requests_are_queued(daemon, upstream):
     """Every request held by the upstream, concurrency 4: 4 go out, the daemon reads about
     1024 more lines and stops; once released, all 5000 complete."""
-    d = fanout()
+    d = daemon()
     n, conc = 5000, 4
     pad = "p" * 400  # ~500-byte lines, so that the buffers on the way hold a known few
     body = lines({"options": {"concurrency": conc, "per_host": conc}},
@@ -576,8 +535,8 @@ def test_the_upload_waits_while_1024_requests_are_queued(fanout, upstream):
     assert upstream.stats()["peak"] == conc and upstream.count() == n
 
 
-def test_the_queue_bound_is_twice_the_concurrency_when_that_is_more(fanout, upstream):
-    d = fanout()
+def test_the_queue_bound_is_twice_the_concurrency_when_that_is_more(daemon, upstream):
+    d = daemon()
     n, conc = 4000, 700  # 2 x 700 = 1400 queued, not 1024
     body = lines({"options": {"concurrency": conc, "per_host": 4}},
                  *({"url": upstream.url("/wait/hold?i=%d" % i), "id": "p" * 400} for i in range(n))).encode()
@@ -603,8 +562,8 @@ def test_the_queue_bound_is_twice_the_concurrency_when_that_is_more(fanout, upst
 
 # --- uploads that end badly ------------------------------------------------------------
 
-def test_a_stalled_upload_is_ended_after_client_timeout_s(fanout, upstream):
-    d = fanout(client_timeout_s=1)
+def test_a_stalled_upload_is_ended_after_client_timeout_s(daemon, upstream):
+    d = daemon(client_timeout_s=1)
     urls = ok_urls(upstream, 2)
     up = Upload(d)
     up.send(lines({"options": {}}, *urls))
@@ -622,8 +581,8 @@ def test_a_stalled_upload_is_ended_after_client_timeout_s(fanout, upstream):
 
 
 @pytest.mark.parametrize("framing", ["chunked", "length"])
-def test_an_upload_cut_mid_body_finishes_what_arrived(fanout, upstream, framing):
-    d = fanout()
+def test_an_upload_cut_mid_body_finishes_what_arrived(daemon, upstream, framing):
+    d = daemon()
     urls = ok_urls(upstream, 3)
     whole = lines({"options": {}}, *urls).encode()
     up = Upload(d, chunked=framing == "chunked", length=len(whole) + 100)
@@ -640,8 +599,8 @@ def test_an_upload_cut_mid_body_finishes_what_arrived(fanout, upstream, framing)
     assert sorted(r.query["i"] for r in upstream.reqs("/ok")) == ["0", "1"]
 
 
-def test_a_caller_that_closes_mid_upload_cancels(fanout, upstream):
-    d = fanout()
+def test_a_caller_that_closes_mid_upload_cancels(daemon, upstream):
+    d = daemon()
     up = Upload(d)
     up.send(lines({"options": {"concurrency": 2}}, *[upstream.url("/wait/hold?i=%d" % i) for i in range(5)]))
     assert upstream.wait_for(lambda u: u.inflight == 2, 5)
@@ -653,8 +612,8 @@ def test_a_caller_that_closes_mid_upload_cancels(fanout, upstream):
 
 # --- shutdown ----------------------------------------------------------------------------
 
-def test_shutdown_ends_an_open_upload(fanout, upstream):
-    d = fanout(drain_timeout_s=1)
+def test_shutdown_ends_an_open_upload(daemon, upstream):
+    d = daemon(drain_timeout_s=1)
     up = Upload(d)
     up.send(lines({"options": {"concurrency": 2}}, upstream.url("/ok"),
                   *[upstream.url("/wait/hold?i=%d" % i) for i in range(3)]))
@@ -670,10 +629,10 @@ def test_shutdown_ends_an_open_upload(fanout, upstream):
 
 
 @pytest.mark.parametrize("sent", ["nothing", "half-a-line"])
-def test_shutdown_while_the_first_line_is_awaited(fanout, upstream, sent):
+def test_shutdown_while_the_first_line_is_awaited(daemon, upstream, sent):
     """A streamed batch that has no line yet when the drain ends: the caller gets an
     answer (a 503, or a document marked incomplete) and the daemon exits cleanly."""
-    d = fanout(drain_timeout_s=1)
+    d = daemon(drain_timeout_s=1)
     up = Upload(d, timeout=10)
     if sent == "half-a-line":
         up.send('{"options": {"concurr')
@@ -691,8 +650,8 @@ def test_shutdown_while_the_first_line_is_awaited(fanout, upstream, sent):
 
 # --- options that act on a streamed batch -----------------------------------------------
 
-def test_order_input_on_a_streamed_batch(fanout, upstream):
-    d = fanout()
+def test_order_input_on_a_streamed_batch(daemon, upstream):
+    d = daemon()
     urls = [upstream.url("/wait/slow")] + ok_urls(upstream, 5)
     up = Upload(d)
     up.send(lines({"options": {"order": "input", "concurrency": 8}}, *urls))
@@ -710,8 +669,8 @@ def test_order_input_on_a_streamed_batch(fanout, upstream):
 
 
 @pytest.mark.parametrize("ended", [True, False])
-def test_deadline_on_a_streamed_batch(fanout, upstream, ended):
-    d = fanout()
+def test_deadline_on_a_streamed_batch(daemon, upstream, ended):
+    d = daemon()
     urls = [upstream.url("/ok")] + [upstream.url("/wait/hold?i=%d" % i) for i in range(4)]
     up = Upload(d)
     t0 = time.monotonic()
@@ -735,8 +694,8 @@ def test_deadline_on_a_streamed_batch(fanout, upstream, ended):
     up.close()
 
 
-def test_lines_sent_after_the_deadline_get_no_result(fanout, upstream):
-    d = fanout()
+def test_lines_sent_after_the_deadline_get_no_result(daemon, upstream):
+    d = daemon()
     up = Upload(d)
     up.send(lines({"options": {"deadline_ms": 300}}, upstream.url("/wait/hold")))
     bs = up.response()
@@ -824,14 +783,14 @@ def big_run(d, ups, n, rate, conc=64):
             "upload_s": w.t_end - t0}
 
 
-def test_a_big_upload_streams_with_flat_memory(fanout, upstreams):
+def test_a_big_upload_streams_with_flat_memory(daemon, upstreams):
     n_big = int(os.environ.get("FANOUTD_STREAM_BIG", "200000"))
     n_small = 20000
     ups = upstreams(4)
     keys = dict(env=SMALL_QUARANTINE, max_connections=256, max_per_host=64)
     figures = []
     for n in (n_small, n_big):
-        d = fanout(**keys)  # a fresh daemon each: both peaks from the same start
+        d = daemon(**keys)  # a fresh daemon each: both peaks from the same start
         start = mem(d.proc.pid)["VmRSS"]
         f = big_run(d, ups, n, rate=8000)
         f["start"] = start
