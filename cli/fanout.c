@@ -820,79 +820,77 @@ fo_top_value(const char *s, size_t n, const char *key)
 	return NULL;
 }
 
-/* A result passed through as it came: counted from its status or error
- * kind alone. */
+/* A result is written: a closed stdout (| head) stops fanout, nobody
+ * reading the rest. */
 static void
-fo_pass_line(const char *s, size_t n)
+fo_output_done(void)
+{
+	if (ferror(stdout))
+		fo_die(EXIT_ERRORS, "standard output: %s", strerror(errno));
+	fo_progress(0);
+}
+
+/* A result counted from its status or error kind, found by a scan. */
+static void
+fo_count(const char *s, size_t n)
 {
 	const char *err = fo_top_value(s, n, "error"), *st, *kind;
 	char name[32];
+	size_t k = 0;
 
 	fo.done++;
-	if (err != NULL) {
-		size_t left = n - (size_t)(err - s), k = 0;
-		fo.errors++;
-		if ((kind = fo_top_value(err, left, "kind")) != NULL && *kind == '"')
-			for (kind++; k + 1 < sizeof(name) && kind + k < s + n && kind[k] != '"'; k++)
-				name[k] = kind[k];
-		name[k] = '\0';
-		fo_count_kind(k > 0 ? name : "unknown");
-	} else {
+	if (err == NULL) {
 		fo.responses++;
 		if ((st = fo_top_value(s, n, "status")) != NULL)
 			fo.failed_status += strtol(st, NULL, 10) >= 400;
+		return;
 	}
-	fwrite(s, 1, n, stdout);
-	fputc('\n', stdout);
+	fo.errors++;
+	if ((kind = fo_top_value(err, n - (size_t)(err - s), "kind")) != NULL && *kind == '"')
+		for (kind++; k + 1 < sizeof(name) && kind + k < s + n && kind[k] != '"'; k++)
+			name[k] = kind[k];
+	name[k] = '\0';
+	fo_count_kind(k > 0 ? name : "unknown");
 }
 
-/* One line of the answer: a result, or the summary. */
+/* One line of the answer: a result, or the summary (which the daemon
+ * writes as a line of its own, beginning so). A result going to a pipe
+ * goes as it came; for a terminal or -o it is parsed whole. */
 static void
 fo_result_line(const char *s, size_t n)
 {
 	json_error_t err;
-	json_t *r, *e, *sum;
+	json_t *r;
 
-	if (!fo.tty_out && fo.outdir == NULL && strncmp(s, "{\"summary\":", 11) != 0) {
-		fo_pass_line(s, n);
-		if (ferror(stdout))
-			fo_die(EXIT_ERRORS, "standard output: %s", strerror(errno));
-		fo_progress(0);
+	if (strncmp(s, "{\"summary\":", 11) == 0) {
+		if ((r = json_loadb(s, n, 0, &err)) == NULL)
+			fo_die(EXIT_ERRORS, "the daemon sent a summary that is not JSON: %s", err.text);
+		fo_summary(json_object_get(r, "summary"), s, n);
+		json_decref(r);
+		return;
+	}
+	fo_count(s, n);
+	if (!fo.tty_out && fo.outdir == NULL) {
+		fwrite(s, 1, n, stdout);
+		fputc('\n', stdout);
+		fo_output_done();
 		return;
 	}
 	if ((r = json_loadb(s, n, JSON_ALLOW_NUL, &err)) == NULL)
 		fo_die(EXIT_ERRORS, "the daemon sent a line that is not JSON: %s", err.text);
-	if ((sum = json_object_get(r, "summary")) != NULL) {
-		fo_summary(sum, s, n);
-		json_decref(r);
-		return;
-	}
-	fo.done++;
-	if ((e = json_object_get(r, "error")) != NULL) {
-		fo.errors++;
-		fo_count_kind(json_string_value(json_object_get(e, "kind")));
-	} else {
-		fo.responses++;
-		fo.failed_status += json_integer_value(json_object_get(r, "status")) >= 400;
-	}
 	if (fo.outdir != NULL)
 		fo_save_body(r);
 	if (fo.tty_err && fo.t_progress != 0 && !fo.quiet)
 		fputs("\r\033[K", stderr);	/* the progress line comes back after */
 	if (fo.tty_out)
 		fo_print_readable(r);
-	else if (fo.outdir != NULL) {
+	else {	/* -o: the result without its body */
 		char *out = json_dumps(r, JSON_COMPACT | JSON_REAL_PRECISION(12));
 		puts(out);
 		free(out);
-	} else {
-		fwrite(s, 1, n, stdout);
-		fputc('\n', stdout);
 	}
 	json_decref(r);
-	if (ferror(stdout))	/* closed (| head): nobody reads the rest */
-		fo_die(EXIT_ERRORS, "standard output: %s", strerror(errno));
-	fo_progress(0);
+	fo_output_done();
 }
 
 /* The answer's body: NDJSON lines, or for a --batch document on a

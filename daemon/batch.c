@@ -461,7 +461,7 @@ batch_deadline(evutil_socket_t fd, short what, void *arg)
 	batch_abort(b, KIND_DEADLINE, why);
 }
 
-static void batch_begin(struct batch *b, const struct bopts *o);
+static void batch_begin_defaults(struct batch *b);
 
 void
 batch_cancel_all(const char *why)
@@ -469,14 +469,9 @@ batch_cancel_all(const char *why)
 	struct batch *b;
 
 	TAILQ_FOREACH(b, &bs.all, link) {
-		if (!b->started) {
-			/* A streamed batch before its first line: an empty
-			 * document, cut short, that lives until it is sent. */
-			struct bopts o;
-			char w[8];
-			intake_stream_first(NULL, b->conf, &o, w, sizeof(w));
-			batch_begin(b, &o);
-		}
+		if (!b->started)	/* a streamed batch before its first line: an
+					 * empty answer, cut short, sent whole */
+			batch_begin_defaults(b);
 		batch_abort(b, KIND_CANCELLED, why);
 	}
 }
@@ -822,6 +817,17 @@ batch_begin(struct batch *b, const struct bopts *o)
 	sched_batch_start(b->sb);
 }
 
+/* Begins a streamed batch that has no options line (nor any line). */
+static void
+batch_begin_defaults(struct batch *b)
+{
+	struct bopts o;
+	char why[8];
+
+	intake_stream_first(NULL, b->conf, &o, why, sizeof(why));
+	batch_begin(b, &o);
+}
+
 int
 batch_handle(struct srv_req *req, struct conf *c, SSL_CTX *tls, char *why, size_t whylen)
 {
@@ -1039,12 +1045,8 @@ batch_stream_read(struct batch *b)
 	}
 	batch_stream_pause(b, 0);
 	if (how != SRV_INPUT_MORE) {
-		if (!b->started) {	/* an upload without a line: no requests */
-			struct bopts o;
-			char why[8];
-			intake_stream_first(NULL, b->conf, &o, why, sizeof(why));
-			batch_begin(b, &o);
-		}
+		if (!b->started)	/* an upload without a line: no requests */
+			batch_begin_defaults(b);
 		batch_stream_over(b, how);
 	}
 }
