@@ -1,15 +1,18 @@
 """A caller that reads nothing costs no more memory than what is in flight
 (issue "Own the caller-facing HTTP"): while its unread output is over
 output_buffer_bytes the daemon stops reading its requests' bodies and keeps
-finished results unencoded, so 64 bodies of 2 MB of control characters (six
-times larger once escaped as JSON) do not turn into 768 MB of output."""
+finished results unencoded, so 64 bodies of control characters (six times
+larger once escaped as JSON) do not all turn into output at once."""
 
 import json
 import socket
 import time
 
 MiB = 1 << 20
-N, SIZE = 64, 2 * MiB
+# 64 bodies of 1 MiB (the issue's case has 2 MB; the release build's figures for it
+# are in the session notes): escaping 64 x 6 MiB under ASan already takes a while,
+# and an upstream held longer than its 30 s I/O timeout gives up on its body.
+N, SIZE = 64, 1 * MiB
 # ASan keeps freed memory in a quarantine that would be counted as held.
 SMALL_QUARANTINE = {"ASAN_OPTIONS": "detect_leaks=1:quarantine_size_mb=4"}
 
