@@ -399,6 +399,23 @@ def test_fail_makes_4xx_an_error_exit(daemon, upstream):
     assert r.rc == 0, r
 
 
+
+# ids a caller chose come before the status in a result line: fanout's scan for the status
+# and error kind must step over them, whatever their strings hold.
+DECOY_IDS = ['"status":500,"error":{"kind":"dns"}', "\\", '\\"', "\\\"status\\\":404", "{[\"error\":",
+             '}},"status":404', "", 404]
+
+
+def test_fail_counts_what_the_daemon_says_not_what_ids_say(daemon, upstream):
+    d = daemon()
+    doc = {"requests": [{"url": upstream.url("/ok"), "id": i} for i in DECOY_IDS]}
+    r = fanout(d, "--batch", "--fail", input=json.dumps(doc).encode())
+    assert r.rc == 0 and [x["id"] for x in r.by_index] == DECOY_IDS, r
+    for i in DECOY_IDS:
+        doc = {"requests": [{"url": upstream.url("/status/404"), "id": i}]}
+        r = fanout(d, "--batch", "--fail", input=json.dumps(doc).encode())
+        assert r.rc == 1 and r.results[0]["status"] == 404, r
+
 # --- where the URLs come from -----------------------------------------------------------
 
 def url_list(upstream):
