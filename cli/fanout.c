@@ -44,6 +44,7 @@
 #define FO_LINE_MAX (16 * 1024 * 1024)	/* one URL line, one result line */
 #define FO_HEAD_MAX (64 * 1024)
 #define FO_PROGRESS_US 100000		/* progress line refresh */
+#define FO_FLUSH_US 2000		/* the longest a result waits in stdout's buffer */
 
 enum { EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_UNREACHABLE };
 
@@ -91,7 +92,8 @@ static struct {
 	size_t kinds[16];
 	const char *kind_names[16];
 	size_t nkinds;
-	uint64_t t_start, t_progress;
+	uint64_t t_start, t_progress, t_flushed;
+	struct event *flush_ev;		/* a flush held back by FO_FLUSH_US */
 	int incomplete;			/* the summary said complete: false */
 } fo;
 
@@ -920,6 +922,43 @@ fo_result_line(const char *s, size_t n)
 	fo_output_done();
 }
 
+static void
+fo_stdout_flush(void)
+{
+	if (fflush(stdout) != 0)
+		fo_die(EXIT_ERRORS, "standard output: %s", strerror(errno));
+	fo.t_flushed = fo_now_us();
+}
+
+static void
+fo_stdout_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	fo_stdout_flush();
+}
+
+/* What the daemon's reads brought goes out at once, unless the last write
+ * was under FO_FLUSH_US ago: then with what the next ones bring, when that
+ * time is up. Results come in reads of two or three; a write for each
+ * read woke the reader down the pipe as often, which cost as much CPU as
+ * fanout's own work. A result waits at most FO_FLUSH_US, the first none. */
+static void
+fo_stdout_flush_soon(void)
+{
+	uint64_t since = fo_now_us() - fo.t_flushed;
+
+	if (since >= FO_FLUSH_US) {
+		event_del(fo.flush_ev);
+		fo_stdout_flush();
+	} else if (!event_pending(fo.flush_ev, EV_TIMEOUT, NULL)) {
+		struct timeval wait = { 0, (suseconds_t)(FO_FLUSH_US - since) };
+
+		event_add(fo.flush_ev, &wait);
+	}
+}
+
 /* The answer's body: NDJSON lines, or for a --batch document on a
  * terminal, the same once asked as NDJSON (Accept). */
 static void
@@ -983,9 +1022,7 @@ fo_daemon_read(struct bufferevent *bev, void *arg)
 		return;
 	}
 	fo_take_lines();
-	/* What one read brought goes out in one write, and at once: a reader
-	 * down the pipe sees each result as it comes. */
-	fflush(stdout);
+	fo_stdout_flush_soon();
 	if (rc == H1_DONE) {
 		if (!fo.finished)
 			fo_die(EXIT_ERRORS, "the daemon's answer ended without its summary");
@@ -1061,11 +1098,19 @@ main(int argc, char **argv)
 	fo.lines = evbuffer_new();
 	fo.refusal = evbuffer_new();
 	fo.pend = evbuffer_new();
+	fo.flush_ev = evtimer_new(fo.base, fo_stdout_flush_cb, NULL);
 	bufferevent_setcb(fo.bev, fo_daemon_read, fo_daemon_write, fo_daemon_event, NULL);
 	bufferevent_setwatermark(fo.bev, EV_WRITE, FO_OUT_MAX / 2, 0);
 	bufferevent_set_max_single_read(fo.bev, FO_OUT_MAX);	/* libevent's default: 16 KiB */
 	if (!fo.tty_out) {
-		setvbuf(stdout, NULL, _IOFBF, FO_OUT_MAX);	/* flushed after each read */
+		/* Flushed by fo_stdout_flush_soon(): one write() for what the
+		 * daemon's reads brought. The buffer must be given: glibc ignores
+		 * the size when it allocates one, and uses st_blksize (4 KiB for a
+		 * pipe), which made a write() every three results. Its pages are
+		 * touched only as far as FO_FLUSH_US of results reach. */
+		static char outbuf[FO_OUT_MAX];
+
+		setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
 		/* A write to a full pipe stops the whole loop, and with it the
 		 * reading of the daemon: a bigger pipe lets the reader down it
 		 * fall behind for longer (best effort: up to pipe-max-size). */

@@ -756,6 +756,26 @@ def test_ndjson_when_stdout_is_a_pipe(daemon, upstream):
     assert r.stderr == "", r  # no progress line on a pipe
 
 
+def test_each_result_reaches_the_pipe_while_others_wait(daemon, upstream):
+    """Results on a pipe are written together when they come close in time, but none waits
+    for a later one: every finished result is readable while a request is still held."""
+    d = daemon()
+    n = 40
+    p = start_fanout(d, upstream.url("/wait/pipe"), *[upstream.url("/ok?i=%d" % i) for i in range(n)])
+    out = b""
+    try:
+        deadline = time.monotonic() + 10
+        while out.count(b"\n") < n and time.monotonic() < deadline:
+            if select.select([p.stdout], [], [], max(0, deadline - time.monotonic()))[0]:
+                out += os.read(p.stdout.fileno(), 65536)  # unbuffered: select sees what is left
+        assert upstream.inflight == 1, upstream.stats()  # /wait/pipe: still held
+    finally:
+        upstream.release("pipe")
+    got = [json.loads(l) for l in out.split(b"\n")[:-1]]
+    assert sorted(r["index"] for r in got) == list(range(1, n + 1)), got
+    r = finish(p)
+    assert r.rc == 0 and [x["index"] for x in r.results] == [0], r
+
 class PtyRun:
     def __init__(self, rc, out, err):
         self.rc, self.out, self.err = rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
