@@ -776,6 +776,18 @@ def test_each_result_reaches_the_pipe_while_others_wait(daemon, upstream):
     r = finish(p)
     assert r.rc == 0 and [x["index"] for x in r.results] == [0], r
 
+def test_runs_as_a_batch_task(daemon, upstream):
+    """fanout waits for its turn on waking instead of preempting the daemon (SCHED_BATCH)."""
+    d = daemon()
+    p = start_fanout(d, upstream.url("/wait/sched"))
+    try:
+        assert upstream.wait_for(lambda u: u.inflight == 1, 10), upstream.stats()
+        policy = os.sched_getscheduler(p.pid)
+    finally:
+        upstream.release("sched")
+    assert finish(p).rc == 0
+    assert policy == os.SCHED_BATCH, policy
+
 class PtyRun:
     def __init__(self, rc, out, err):
         self.rc, self.out, self.err = rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
