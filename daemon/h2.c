@@ -516,6 +516,12 @@ h2_submit(struct h2_session *s, const struct h2_request *req, const struct h2_st
 		return NULL;
 	}
 	TAILQ_INSERT_TAIL(&s->streams, st, link);
+	/* A stream id is never used twice (RFC 9113, 5.1.1): once the last
+	 * one is taken the connection can start no stream, and its owner must
+	 * open another. Said now, not by the next submit's failure, which
+	 * would have ended a request. */
+	if (nghttp2_session_get_next_stream_id(s->ng) > INT32_MAX)
+		h2_die(s);
 	h2_leave(s);
 	return st;
 }
