@@ -41,13 +41,13 @@ build/rel build/asan build/cli build/cli-asan:
 	@mkdir -p $@
 
 # The fanout command: cli/, with the daemon's HTTP/1.1 reader.
-build/cli/%.o: cli/%.c daemon/*.h | build/cli
+build/cli/%.o: cli/%.c cli/*.h daemon/*.h | build/cli
 	$(CC) $(ALL_CFLAGS) -iquote daemon -c -o $@ $<
-build/cli-asan/%.o: cli/%.c daemon/*.h | build/cli-asan
+build/cli-asan/%.o: cli/%.c cli/*.h daemon/*.h | build/cli-asan
 	$(CC) $(ALL_CFLAGS) $(SAN) -O1 -iquote daemon -c -o $@ $<
-fanout: build/cli/fanout.o build/rel/h1.o
+fanout: build/cli/fanout.o build/cli/jscan.o build/rel/h1.o
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
-build/asan/fanout: build/cli-asan/fanout.o build/asan/h1.o
+build/asan/fanout: build/cli-asan/fanout.o build/cli-asan/jscan.o build/asan/h1.o
 	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $^ $(LIBS)
 
 fanoutd: $(REL_OBJS) build/rel/main.o
@@ -102,8 +102,10 @@ FUZZ_RUNS    := $(FUZZ_NAMES:%=fuzz-run-%)
 
 build/fuzz/%.o: daemon/%.c daemon/*.h | build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/%.o: cli/%.c cli/*.h | build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
 build/fuzz/fuzz_%: fuzz/fuzz_%.c
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -iquote daemon -o $@ $< \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -iquote daemon -iquote cli -o $@ $< \
 	    $(filter %.o,$^) $(LIBS)
 build/fuzz/fuzz_h1: build/fuzz/h1.o build/fuzz/log.o
 build/fuzz/fuzz_request: build/fuzz/h1.o build/fuzz/log.o
@@ -118,6 +120,7 @@ build/fuzz/fuzz_h2: build/fuzz/h2.o build/fuzz/h1.o build/fuzz/metrics.o build/f
 build/fuzz/fuzz_conf: build/fuzz/conf.o build/fuzz/policy.o build/fuzz/log.o
 build/fuzz/fuzz_body: build/fuzz/body.o build/fuzz/log.o
 build/fuzz/fuzz_jout: build/fuzz/jout.o
+build/fuzz/fuzz_jscan: build/fuzz/jscan.o
 build/fuzz build/fuzz/artifacts:
 	@mkdir -p $@
 

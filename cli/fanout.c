@@ -36,6 +36,7 @@
 #include <openssl/evp.h>
 
 #include "h1.h"
+#include "jscan.h"
 #include "util.h"	/* FANOUTD_VERSION */
 
 #define FO_DEFAULT_UNIX "/run/fanoutd/fanoutd.sock"
@@ -794,60 +795,6 @@ fo_summary(const json_t *s, const char *raw, size_t rawlen)
 		    json_number_value(json_object_get(s, "elapsed_ms")));
 }
 
-/* The index of the quote that closes the JSON string begun before s[i],
- * or n. memchr finds each quote, so a long body is skipped at memory
- * speed; an odd run of backslashes before a quote escapes it. */
-static size_t
-fo_string_end(const char *s, size_t i, size_t n)
-{
-	const char *q;
-
-	while ((q = memchr(s + i, '"', n - i)) != NULL) {
-		size_t k = (size_t)(q - s), bs = 0;
-
-		while (k - bs > i && s[k - bs - 1] == '\\')
-			bs++;
-		if (bs % 2 == 0)
-			return k;
-		i = k + 1;
-	}
-	return n;
-}
-
-/* Which of keys (NULL-terminated) is the first top-level key met in the
- * JSON object s (n bytes, compact as the daemon writes it), with *val
- * where its value starts; -1 if none is. A scan that steps over strings
- * and nested values without building them: a result passed through to a
- * pipe needs only its status or error kind, and parsing each line whole
- * with jansson was 93% of fanout's instructions (a third slower than a
- * Python caller at 20,000 results). The daemon writes `status` and
- * `error` before the body, so the scan of a result stops there. A key is
- * the only string followed by ':'. */
-static int
-fo_top_key(const char *s, size_t n, const char *const *keys, const char **val)
-{
-	int depth = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '"') {
-			size_t start = i + 1;
-
-			i = fo_string_end(s, start, n);
-			if (depth != 1 || i + 1 >= n || s[i + 1] != ':')
-				continue;
-			for (int k = 0; keys[k] != NULL; k++)
-				if (strlen(keys[k]) == i - start && memcmp(s + start, keys[k], i - start) == 0) {
-					*val = s + i + 2;
-					return k;
-				}
-		} else if (s[i] == '{' || s[i] == '[')
-			depth++;
-		else if (s[i] == '}' || s[i] == ']')
-			depth--;
-	}
-	return -1;
-}
-
 /* A result is written: a closed stdout (| head) stops fanout, nobody
  * reading the rest. */
 static void
@@ -864,7 +811,7 @@ fo_count(const char *s, size_t n)
 {
 	static const char *const outcome[] = { "status", "error", NULL }, *const kind[] = { "kind", NULL };
 	const char *v, *k;
-	int found = fo_top_key(s, n, outcome, &v);
+	int found = jscan_top_key(s, n, outcome, &v);
 	char name[32];
 	size_t len = 0;
 
@@ -876,7 +823,7 @@ fo_count(const char *s, size_t n)
 		return;
 	}
 	fo.errors++;
-	if (fo_top_key(v, n - (size_t)(v - s), kind, &k) == 0 && *k == '"')
+	if (jscan_top_key(v, n - (size_t)(v - s), kind, &k) == 0 && *k == '"')
 		for (k++; len + 1 < sizeof(name) && k + len < s + n && k[len] != '"'; len++)
 			name[len] = k[len];
 	name[len] = '\0';
