@@ -1,6 +1,7 @@
 """Processes the integration tests drive: dnsmasq (with a query-log reader) and fanoutd
 itself (config file, sd_notify readiness, stderr capture, clean-exit checks)."""
 
+import contextlib
 import os
 import random
 import re
@@ -34,6 +35,57 @@ def short_tmpdir(prefix):
 # --- DNS ---------------------------------------------------------------------
 
 QTYPES = {"A": 1, "AAAA": 28}
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+# What every nginx of the tests needs: its files in its own directory, in the foreground.
+NGINX_FRAME = """
+daemon off;
+pid %%(dir)s/nginx.pid;
+error_log %%(dir)s/error.log;
+%s
+"""
+NGINX_TEMP_PATHS = """
+  client_body_temp_path %(dir)s/body;
+  proxy_temp_path %(dir)s/proxy;
+  fastcgi_temp_path %(dir)s/fastcgi;
+  uwsgi_temp_path %(dir)s/uwsgi;
+  scgi_temp_path %(dir)s/scgi;
+"""
+
+
+@contextlib.contextmanager
+def nginx(conf, **params):
+    """nginx running conf (the main context after pid and error_log; %(dir)s, its
+    directory, %(port)d, a free port, %(temp_paths)s, the http context's temporary
+    directories, and params are filled in) until the block ends; yields the port. The
+    caller skips its test when NGINX is not installed."""
+    d = short_tmpdir("fo-ngx-")
+    port = free_port()
+    fill = dict(params, dir=d, port=port)
+    fill["temp_paths"] = NGINX_TEMP_PATHS % fill
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write((NGINX_FRAME % conf) % fill)
+    proc = subprocess.Popen([NGINX, "-c", os.path.join(d, "nginx.conf"), "-p", d],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("nginx did not start: %s" % proc.stderr.read().decode())
+                time.sleep(0.02)  # polling a port a child is about to open; bounded
+        yield port
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def dns_query(server, name, qtype="A", timeout=1.0):

@@ -15,8 +15,6 @@ import os
 import pty
 import re
 import select
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -987,22 +985,14 @@ def test_version_and_help():
 
 # --- a long list through standard input -----------------------------------------------------
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NGINX_CONF = """
-daemon off;
 worker_processes 2;
-pid %(dir)s/nginx.pid;
-error_log %(dir)s/error.log;
 events { worker_connections 1024; }
 http {
   access_log off;
   keepalive_requests 1000000;
   keepalive_timeout 60s;
-  client_body_temp_path %(dir)s/body;
-  proxy_temp_path %(dir)s/proxy;
-  fastcgi_temp_path %(dir)s/fastcgi;
-  uwsgi_temp_path %(dir)s/uwsgi;
-  scgi_temp_path %(dir)s/scgi;
+%(temp_paths)s
   server {
     listen 127.0.0.1:%(port)d;
     location / { default_type text/plain; return 200 "ok\\n"; }
@@ -1014,28 +1004,10 @@ http {
 @pytest.fixture
 def nginx_plain():
     """nginx answering 200 "ok\\n" to everything over plain HTTP; yields its port."""
-    if not os.access(NGINX, os.X_OK):
+    if not os.access(harness.NGINX, os.X_OK):
         pytest.skip("nginx is not installed")
-    d = harness.short_tmpdir("fo-ngx-")
-    port = harness.free_port()
-    with open(os.path.join(d, "nginx.conf"), "w") as f:
-        f.write(NGINX_CONF % {"dir": d, "port": port})
-    proc = subprocess.Popen([NGINX, "-c", os.path.join(d, "nginx.conf"), "-p", d],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("nginx did not start: %s" % proc.stderr.read().decode())
-            time.sleep(0.02)  # polling a port a child is about to open; bounded
-    yield port
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(d, ignore_errors=True)
+    with harness.nginx(NGINX_CONF) as port:
+        yield port
 
 
 def vm_hwm_kib(pid):

@@ -4,29 +4,17 @@ own count of connections and requests (stub_status)."""
 
 import os
 import re
-import shutil
-import subprocess
-import time
 
 import pytest
 
 import harness
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
 CONF = """
-daemon off;
 worker_processes 1;
-pid %(dir)s/nginx.pid;
-error_log %(dir)s/error.log;
 events { worker_connections 256; }
 http {
   access_log %(dir)s/access.log;
-  client_body_temp_path %(dir)s/body;
-  proxy_temp_path %(dir)s/proxy;
-  fastcgi_temp_path %(dir)s/fastcgi;
-  uwsgi_temp_path %(dir)s/uwsgi;
-  scgi_temp_path %(dir)s/scgi;
+%(temp_paths)s
   server {
     listen 127.0.0.1:%(port)d ssl http2;
     ssl_certificate %(cert)s;
@@ -44,27 +32,11 @@ http {
 
 @pytest.fixture
 def nginx(pki):
-    d = harness.short_tmpdir("fo-nginx-")
-    port = harness.free_port()
+    if not os.access(harness.NGINX, os.X_OK):
+        pytest.skip("nginx is not installed")
     cert, key = pki.certs["good"]
-    with open(os.path.join(d, "nginx.conf"), "w") as f:
-        f.write(CONF % {"dir": d, "port": port, "cert": cert, "key": key, "text": "a" * 2000})
-    proc = subprocess.Popen([NGINX, "-c", os.path.join(d, "nginx.conf"), "-p", d],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            harness.socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("nginx did not start: %s" % proc.stderr.read().decode())
-            time.sleep(0.02)  # polling a port a child is about to open; bounded
-    yield port
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(d, ignore_errors=True)
+    with harness.nginx(CONF, cert=cert, key=key, text="a" * 2000) as port:
+        yield port
 
 
 def stub_status(d, port):
