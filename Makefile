@@ -72,6 +72,7 @@ POOL_DEPS := build/asan/pool.o build/asan/tls.o build/asan/url.o build/asan/map.
 build/asan/test_pool: $(POOL_DEPS)
 build/asan/test_sched: build/asan/sched.o build/asan/throttle.o build/asan/conf.o $(POOL_DEPS)
 build/asan/test_throttle: build/asan/throttle.o
+build/asan/test_bring: build/asan/bring.o build/asan/util.o build/asan/log.o
 build/asan/test_h2: daemon/h2.c build/asan/h1.o build/asan/metrics.o build/asan/util.o build/asan/log.o
 build/asan/test_wire: build/asan/wire.o build/asan/jout.o build/asan/url.o build/asan/util.o build/asan/log.o
 build/asan/test_upstream: build/asan/upstream.o $(POOL_DEPS) build/asan/dnscache.o build/asan/h2.o \

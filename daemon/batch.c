@@ -22,6 +22,7 @@
 #include <openssl/ssl.h>
 
 #include "batch.h"
+#include "bring.h"
 #include "conf.h"
 #include "intake.h"
 #include "jout.h"
@@ -37,16 +38,6 @@
 #define BATCH_INTAKE_SLICE 512	/* elements checked per later loop turn */
 #define BATCH_STREAM_AHEAD 1024	/* a streamed batch's requests read and not yet dispatched,
 				 * at most (or 2 x concurrency, if more) */
-
-/* Pointers by request index, from the lowest one still held: a window that
- * grows by doubling and slides as its lowest entries are let go. A
- * streamed batch keeps its requests' elements and early results here, so
- * what it holds is what is in flight, not what has come. */
-struct bring {
-	void **v;
-	size_t base;		/* the index of v[head] */
-	size_t head, cap;	/* cap: 0 or a power of two */
-};
 
 struct batch {
 	unsigned id;
@@ -123,69 +114,6 @@ unsigned
 batch_count(void)
 {
 	return bs.count;
-}
-
-static void **
-bring_at(const struct bring *r, size_t i)
-{
-	return &r->v[(r->head + (i - r->base)) & (r->cap - 1)];
-}
-
-static void *
-bring_get(const struct bring *r, size_t i)
-{
-	return i >= r->base && i - r->base < r->cap ? *bring_at(r, i) : NULL;
-}
-
-/* Sets entry i (at or above the base), growing the window to reach it. */
-static void
-bring_set(struct bring *r, size_t i, void *p)
-{
-	if (i - r->base >= r->cap) {
-		size_t cap = r->cap ? r->cap : 64;
-		while (i - r->base >= cap)
-			cap *= 2;
-		void **v = xcalloc(cap, sizeof(*v));
-		for (size_t k = 0; k < r->cap; k++)	/* unwrap, lowest first */
-			v[k] = r->v[(r->head + k) & (r->cap - 1)];
-		free(r->v);
-		r->v = v;
-		r->head = 0;
-		r->cap = cap;
-	}
-	*bring_at(r, i) = p;
-}
-
-/* Slides the window's base past empty entries, up to limit. */
-static void
-bring_slide(struct bring *r, size_t limit)
-{
-	while (r->base < limit && (r->cap == 0 || *bring_at(r, r->base) == NULL)) {
-		r->base++;
-		if (r->cap > 0)
-			r->head = (r->head + 1) & (r->cap - 1);
-	}
-}
-
-/* Lets entry i go, and slides past what is empty below limit (the lowest
- * index that may still be set). */
-static void
-bring_clear(struct bring *r, size_t i, size_t limit)
-{
-	if (bring_get(r, i) != NULL)
-		*bring_at(r, i) = NULL;
-	bring_slide(r, limit);
-}
-
-/* Frees what is left (with fn) and the window. */
-static void
-bring_free(struct bring *r, void (*fn)(void *))
-{
-	for (size_t k = 0; k < r->cap; k++)
-		if (r->v[k] != NULL)
-			fn(r->v[k]);
-	free(r->v);
-	memset(r, 0, sizeof(*r));
 }
 
 static void
