@@ -117,6 +117,20 @@ def test_notify_sequence_with_status_and_watchdog(daemon, upstream):
     assert "watchdog: pinging every 100 ms" in d.stderr()
 
 
+def test_a_manager_that_reads_nothing_does_not_stop_the_loop(daemon, upstream):
+    """sd_notify() blocks once the manager's queue is full; fanoutd's own non-blocking
+    sends drop what does not fit. Pings every 10 ms fill the queue within a batch of
+    one 500 ms request: the batch must end, and so must the daemon, at SIGTERM."""
+    with open("/proc/sys/net/unix/max_dgram_qlen") as f:
+        qlen = int(f.read())
+    d = daemon(env={"WATCHDOG_USEC": "20000"})  # a ping every 10 ms; nothing read from here
+    bs = d.batch([upstream.url("/delay/500")], timeout=10)
+    assert bs.summary["responses"] == 1
+    queued = d.drain_notify()
+    assert len(queued) - queued.index("READY=1") - 1 >= qlen, queued  # it was full
+    d.send_signal(signal.SIGTERM)
+    assert d.wait_exit(5) == 0
+
 def test_no_watchdog_pings_unless_asked(daemon):
     d = daemon()
     assert not d.wait_notify("WATCHDOG=1", timeout=1.5)
