@@ -1092,7 +1092,7 @@ main(int argc, char **argv)
 		fo_watch_input();
 	}
 	event_base_dispatch(fo.base);
-	fflush(stdout);
+	fo_stdout_flush();	/* the last results, and the summary: a failure is an error */
 	/* Cut short (a deadline): some request had no response. */
 	if (fo.errors > 0 || fo.incomplete || (fo.fail && fo.failed_status > 0))
 		return EXIT_ERRORS;

@@ -976,6 +976,18 @@ def test_closed_standard_output_stops_the_run(daemon, upstream):
     assert took < 2 and upstream.count("/delay") < n // 2, (took, upstream.count("/delay"), err)
 
 
+def test_output_that_cannot_be_written_is_an_error(daemon, upstream):
+    """Results buffered for the pipe are written at the end too: a failed last write
+    (here a full disk) is reported and makes the exit status 1, not 0."""
+    d = daemon()
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([fanout_bin(), "--connect", "unix:" + d.sock, upstream.url("/ok")],
+                           stdin=subprocess.DEVNULL, stdout=full, stderr=subprocess.PIPE,
+                           timeout=20, env=fanout_env())
+    err = p.stderr.decode("utf-8", "replace")
+    assert not sanitizer_lines(err), err
+    assert p.returncode == 1 and "standard output: No space left on device" in err, (p.returncode, err)
+
 def test_version_and_help():
     p = subprocess.run([fanout_bin(), "-V"], capture_output=True, timeout=10, env=fanout_env())
     assert p.returncode == 0 and re.match(rb"fanout \d+\.\d+", p.stdout), p
