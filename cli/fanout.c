@@ -95,6 +95,7 @@ static struct {
 	const char *kind_names[16];
 	size_t nkinds;
 	uint64_t t_start, t_progress, t_flushed;
+	int unflushed;			/* a result or the summary is in stdout's buffer */
 	struct event *flush_ev;		/* a flush held back by FO_FLUSH_US */
 	int incomplete;			/* the summary said complete: false */
 } fo;
@@ -117,6 +118,7 @@ fo_die(int code, const char *fmt, ...)
 {
 	va_list ap;
 
+	fflush(stdout);		/* the results before the message, with 2>&1 */
 	if (fo.tty_err && fo.t_progress != 0)
 		fputs("\r\033[K", stderr);
 	fputs("fanout: ", stderr);
@@ -779,6 +781,7 @@ static void
 fo_summary(const json_t *s, const char *raw, size_t rawlen)
 {
 	fo.finished = 1;
+	fo.unflushed = 1;
 	fo.incomplete = !json_is_true(json_object_get(s, "complete"));
 	fo_progress(1);
 	if (!fo.tty_out) {
@@ -800,6 +803,7 @@ fo_summary(const json_t *s, const char *raw, size_t rawlen)
 static void
 fo_output_done(void)
 {
+	fo.unflushed = 1;
 	if (ferror(stdout))
 		fo_die(EXIT_ERRORS, "standard output: %s", strerror(errno));
 	fo_progress(0);
@@ -809,7 +813,8 @@ fo_output_done(void)
 static void
 fo_count(const char *s, size_t n)
 {
-	static const char *const outcome[] = { "status", "error", NULL }, *const kind[] = { "kind", NULL };
+	static const char *const outcome[] = { "status", "error", NULL };
+	static const char *const kind[] = { "kind", NULL };
 	const char *v, *k;
 	int found = jscan_top_key(s, n, outcome, &v);
 	char name[32];
@@ -873,9 +878,23 @@ fo_result_line(const char *s, size_t n)
 static void
 fo_stdout_flush(void)
 {
+	fo.unflushed = 0;
 	if (fflush(stdout) != 0)
 		fo_die(EXIT_ERRORS, "standard output: %s", strerror(errno));
 	fo.t_flushed = fo_now_us();
+}
+
+/* SIGINT, SIGTERM: the results already buffered are the caller's (a
+ * crawl resumed from its output would fetch them again), then the signal
+ * does what it would have done. */
+static void
+fo_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	fflush(stdout);
+	signal((int)sig, SIG_DFL);
+	raise((int)sig);
 }
 
 static void
@@ -897,6 +916,8 @@ fo_stdout_flush_soon(void)
 {
 	uint64_t since = fo_now_us() - fo.t_flushed;
 
+	if (!fo.unflushed)	/* a read with no whole line: nothing to write, no time to stamp */
+		return;
 	if (since >= FO_FLUSH_US) {
 		event_del(fo.flush_ev);
 		fo_stdout_flush();
@@ -1047,6 +1068,8 @@ main(int argc, char **argv)
 	fo.refusal = evbuffer_new();
 	fo.pend = evbuffer_new();
 	fo.flush_ev = evtimer_new(fo.base, fo_stdout_flush_cb, NULL);
+	event_add(evsignal_new(fo.base, SIGINT, fo_on_signal, NULL), NULL);
+	event_add(evsignal_new(fo.base, SIGTERM, fo_on_signal, NULL), NULL);
 	bufferevent_setcb(fo.bev, fo_daemon_read, fo_daemon_write, fo_daemon_event, NULL);
 	bufferevent_setwatermark(fo.bev, EV_WRITE, FO_OUT_MAX / 2, 0);
 	bufferevent_set_max_single_read(fo.bev, FO_OUT_MAX);	/* libevent's default: 16 KiB */
@@ -1072,7 +1095,8 @@ main(int argc, char **argv)
 	 * 3% of the throughput. SCHED_BATCH keeps the same share of the CPU
 	 * but waits for its turn on waking; nothing a person sees moves by
 	 * more than a few ms. Best effort: any user may ask it. */
-	sched_setscheduler(0, SCHED_BATCH, &(struct sched_param){ .sched_priority = 0 });
+	if (sched_getscheduler(0) == SCHED_OTHER)	/* not over a policy the user chose */
+		sched_setscheduler(0, SCHED_BATCH, &(struct sched_param){ .sched_priority = 0 });
 	fo.t_start = fo_now_us();
 	if (fo.tty_err && !fo.quiet) {
 		static const struct timeval tick = { 0, FO_PROGRESS_US };

@@ -36,14 +36,15 @@ jscan_top_key(const char *s, size_t n, const char *const *keys, const char **val
 			if (depth != 1 || i + 2 >= n || s[i + 1] != ':')
 				continue;
 			for (int k = 0; keys[k] != NULL; k++)
-				if (strlen(keys[k]) == i - start && memcmp(s + start, keys[k], i - start) == 0) {
+				if (strlen(keys[k]) == i - start &&
+				    memcmp(s + start, keys[k], i - start) == 0) {
 					*val = s + i + 2;
 					return k;
 				}
 		} else if (s[i] == '{' || s[i] == '[')
 			depth++;
-		else if (s[i] == '}' || s[i] == ']')
-			depth--;
+		else if ((s[i] == '}' || s[i] == ']') && --depth == 0)
+			return -1;	/* the object ended: what follows is not its */
 	}
 	return -1;
 }
